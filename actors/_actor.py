@@ -1,0 +1,128 @@
+"""A breaker's actor: the only writer of its state.
+
+Each service has a :class:`Cell`, owned by the supervisor: the mailbox (a memory channel),
+the latest published :class:`~actors._policy.View`, and two counters the handles keep
+themselves (calls in flight, rejections made from the view). An actor *incarnation*
+(:func:`run_actor`) takes messages from the cell's mailbox in batches, applies them to a
+:class:`~actors._policy.Breaker`, publishes the new view, and sleeps until the next message
+or its next deadline. Because the mailbox and the view belong to the cell, a new
+incarnation continues exactly where the previous one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import trio
+
+from ._config import Settings
+from ._exceptions import CircuitBreakerError
+from ._messages import Admit, Force, Message, Outcome, Reconfigure, Reply
+from ._policy import Breaker, Rejection, State, View
+
+__all__ = ["Cell", "Restart", "run_actor"]
+
+log = logging.getLogger("tripwire")
+
+
+class Cell:
+    """Everything about one service that outlives an actor incarnation."""
+
+    __slots__ = ("batch", "in_flight", "name", "receive", "rejected", "restarts", "send", "view")
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        send, receive = trio.open_memory_channel[Message](math.inf)
+        self.name = name
+        self.send = send
+        self.receive = receive
+        self.view = View(settings=settings)
+        self.batch: list[Message] = []  # what the running incarnation is working on
+        self.in_flight = 0  # admitted calls not finished, kept by the handles
+        self.rejected = 0  # rejections, by handles (from the view) and the actor
+        self.restarts = 0  # incarnations after the first, kept by the supervisor
+
+
+class Restart:
+    """Why an incarnation returned: new settings, the reply to give once they are in
+    force, and the messages it had not handled yet."""
+
+    __slots__ = ("backlog", "reply", "settings")
+
+    def __init__(self, settings: Settings, reply: Reply | None, backlog: list[Message]) -> None:
+        self.settings = settings
+        self.reply = reply
+        self.backlog = backlog
+
+
+def _listener(name: str) -> Callable[[State, State, str], None]:
+    def changed(old: State, new: State, reason: str) -> None:
+        if old is new:
+            log.info("circuit %r: %s again (%s)", name, new.value, reason)
+        else:
+            log.info("circuit %r: %s -> %s (%s)", name, old.value, new.value, reason)
+
+    return changed
+
+
+async def run_actor(cell: Cell, start: Restart) -> Restart:
+    """Run one incarnation until a Reconfigure message asks for a restart.
+
+    An exception escaping from here is a crash: ``cell.view`` is still the state from
+    before the batch that crashed, and ``cell.batch`` holds that batch.
+    """
+    cell.batch = start.backlog
+    now = trio.current_time()
+    breaker = Breaker(cell.view, start.settings, now, _listener(cell.name))
+    cell.view = breaker.view()
+    if start.reply is not None:
+        start.reply.set(cell.view)
+    receive = cell.receive
+    batch = start.backlog
+    while True:
+        if not batch:
+            deadline = breaker.deadline
+            if deadline == math.inf:
+                batch = [await receive.receive()]
+            else:
+                with trio.move_on_at(deadline):
+                    batch = [await receive.receive()]
+            while True:
+                try:
+                    batch.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+        cell.batch = batch
+        now = trio.current_time()
+        breaker.tick(now)
+        for index, message in enumerate(batch):
+            match message:
+                case Outcome(epoch=epoch, kind=kind, error=error, reply=reply):
+                    breaker.record(epoch, kind, error, now)
+                    if reply is not None:
+                        reply.set()
+                case Admit(reply=reply):
+                    if reply.abandoned:
+                        continue
+                    answer = breaker.admit(now)
+                    if isinstance(answer, Rejection):
+                        cell.rejected += 1
+                    reply.set(answer)
+                case Force(action=action, reply=reply):
+                    if breaker.force(action, now):
+                        reply.set(None)
+                    else:
+                        reply.set(
+                            CircuitBreakerError(
+                                cell.name,
+                                f"circuit {cell.name!r} uses implementation_type noop; "
+                                "forcing it is refused",
+                            )
+                        )
+                case Reconfigure(settings=settings, reply=reply):
+                    cell.view = breaker.view()
+                    cell.batch = []
+                    return Restart(settings, reply, batch[index + 1 :])
+        cell.view = breaker.view()
+        cell.batch = batch = []

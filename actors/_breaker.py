@@ -1,0 +1,220 @@
+"""The handle callers hold: :class:`CircuitBreaker`.
+
+A handle addresses a service's cell (mailbox + published view), never an actor
+incarnation, so it stays valid across reconfigurations and restarts. It runs the
+operation in the caller's task. What it may decide alone, from the view:
+
+- closed: admit at once; report a success without waiting (``send_nowait``); report a
+  failure and wait for the actor's acknowledgement, so that a caller calling one call
+  after another sees exact thresholds;
+- open, before the reset deadline: reject at once;
+- half-open, or open past its deadline: ask the actor, which alone rations trial slots.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, TypeVarTuple, Unpack
+
+import trio
+
+from ._actor import Cell
+from ._exceptions import CircuitBreakerError, CircuitOpenError, OperationTimeoutError
+from ._messages import Admit, Outcome, Reply
+from ._policy import Kind, Mode, Rejection
+from ._stats import Stats, stats_of
+from ._supervisor import PASS_THROUGH
+
+__all__ = ["CircuitBreaker"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+Ts = TypeVarTuple("Ts")
+
+_SUCCESS = Kind.SUCCESS
+_CLOSED = Mode.CLOSED
+_NO_REPORT = -1  # the epoch of a call nobody counts (failed breaker)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _report_and_wait(cell: Cell, epoch: int, kind: Kind, error: str) -> None:
+    """Report a failure and wait until the actor has taken it into account."""
+    reply = Reply()
+    try:
+        cell.send.send_nowait(Outcome(epoch, kind, error, reply))
+    except trio.BrokenResourceError:
+        return  # the engine has stopped; nobody counts any more
+    await reply.wait()
+
+
+def _report(cell: Cell, epoch: int, kind: Kind) -> None:
+    try:
+        cell.send.send_nowait(Outcome(epoch, kind))
+    except trio.BrokenResourceError:
+        pass
+
+
+def _stopped(name: str) -> CircuitBreakerError:
+    return CircuitBreakerError(name, f"circuit {name!r}: the circuit-breaker engine has stopped")
+
+
+class CircuitBreaker:
+    """A handle on one service's breaker. Get it from ``manager.get_circuit_breaker``."""
+
+    __slots__ = ("_cell", "name")
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+        self.name = cell.name
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self._cell.view.state.value}>"
+
+    async def execute(self, fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: *Ts) -> T:
+        """Run ``await fn(*args)`` through the breaker and return its result.
+
+        Raises the operation's own exception unchanged, :class:`OperationTimeoutError`
+        when it ran past ``operation_timeout``, or :class:`CircuitOpenError` when the
+        breaker did not admit the call.
+        """
+        cell = self._cell
+        view = cell.view
+        if view.mode is not _CLOSED:
+            async with _Guard(cell):
+                return await fn(*args)
+        # The hot path: closed, decided from the view with no round trip.
+        epoch = view.epoch
+        timeout = view.settings.operation_timeout.seconds
+        cell.in_flight += 1
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                result = await fn(*args)
+        except Exception as exc:
+            await _report_and_wait(cell, epoch, Kind.FAILURE, _describe(exc))
+            raise
+        finally:
+            cell.in_flight -= 1
+        if scope.cancelled_caught:
+            await _report_and_wait(cell, epoch, Kind.TIMEOUT, f"timed out after {timeout:g} s")
+            raise OperationTimeoutError(self.name, timeout)
+        try:
+            cell.send.send_nowait(Outcome(epoch, _SUCCESS))
+        except trio.BrokenResourceError:
+            pass
+        return result
+
+    def guard(self) -> _Guard:
+        """``async with breaker.guard(): ...`` runs a block under the same rules as
+        :meth:`execute`: admission, ``operation_timeout``, and its outcome reported."""
+        return _Guard(self._cell)
+
+    def protect(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """Decorate an async function so every call goes through this breaker."""
+
+        @functools.wraps(fn)
+        async def protected(*args: P.args, **kwargs: P.kwargs) -> T:
+            if kwargs:
+                return await self.execute(functools.partial(fn, *args, **kwargs))
+            return await self.execute(fn, *args)
+
+        return protected
+
+    def stats(self) -> Stats:
+        """A snapshot of the breaker's statistics, from the view its actor published."""
+        return stats_of(self._cell)
+
+
+class _Guard:
+    """Admission, timeout and outcome around a block; the general (not hot) path."""
+
+    __slots__ = ("_cell", "_epoch", "_scope", "_timeout")
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+        self._scope: trio.CancelScope | None = None
+
+    async def __aenter__(self) -> None:
+        cell = self._cell
+        view = cell.view
+        mode = view.mode
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if mode is Mode.OPEN and trio.current_time() < view.retry_at:
+            cell.rejected += 1
+            retry_after = None if view.forced else view.retry_at - trio.current_time()
+            raise CircuitOpenError(cell.name, retry_after, reason=_reason(view.forced))
+        if mode is Mode.OPEN or mode is Mode.ASK:
+            epoch = await _ask(cell)
+            if epoch is PASS_THROUGH:
+                mode = Mode.PASS
+        elif mode is Mode.SHUTDOWN:
+            raise _stopped(cell.name)
+        else:
+            epoch = view.epoch
+        if mode is Mode.PASS:
+            self._epoch = _NO_REPORT
+        else:
+            self._epoch = epoch
+        cell.in_flight += 1
+        if mode is not Mode.NOOP and mode is not Mode.PASS:
+            self._timeout = cell.view.settings.operation_timeout.seconds
+            self._scope = trio.CancelScope(deadline=trio.current_time() + self._timeout)
+            self._scope.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        cell = self._cell
+        cell.in_flight -= 1
+        timed_out = False
+        if self._scope is not None:
+            self._scope.__exit__(exc_type, exc, tb)
+            timed_out = self._scope.cancelled_caught
+        epoch = self._epoch
+        if epoch == _NO_REPORT:
+            return False
+        if timed_out:
+            timeout = self._timeout
+            await _report_and_wait(cell, epoch, Kind.TIMEOUT, f"timed out after {timeout:g} s")
+            raise OperationTimeoutError(cell.name, timeout)
+        if exc is None:
+            _report(cell, epoch, Kind.SUCCESS)
+        elif isinstance(exc, Exception):
+            await _report_and_wait(cell, epoch, Kind.FAILURE, _describe(exc))
+        else:
+            _report(cell, epoch, Kind.CANCELLED)  # gives back a half-open trial slot
+        return False
+
+
+def _reason(forced: str | None) -> str:
+    return "forced open" if forced else "open"
+
+
+async def _ask(cell: Cell) -> Any:
+    """Ask the actor for admission: an epoch, PASS_THROUGH, or raise."""
+    reply = Reply()
+    try:
+        cell.send.send_nowait(Admit(reply))
+    except trio.BrokenResourceError:
+        raise _stopped(cell.name) from None
+    try:
+        answer = await reply.wait()
+    except BaseException:
+        if not reply.answered:
+            reply.abandoned = True
+        elif type(reply.value) is int:
+            _report(cell, reply.value, Kind.CANCELLED)  # give the trial slot back
+        raise
+    if type(answer) is int or answer is PASS_THROUGH:
+        return answer
+    if isinstance(answer, Rejection):
+        raise CircuitOpenError(cell.name, answer.retry_after, reason=answer.reason)
+    raise _stopped(cell.name)

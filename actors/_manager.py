@@ -1,0 +1,172 @@
+"""The manager: the registry of services, the config in force, the facade for callers and
+the web layer. :func:`open_circuit_breakers` owns the supervisor nursery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import msgspec
+import trio
+
+from ._actor import Cell
+from ._breaker import CircuitBreaker
+from ._config import (
+    CircuitBreakerConfig,
+    Config,
+    Profile,
+    Settings,
+    parse_circuitbreaker,
+    parse_profile,
+    validate_service_name,
+)
+from ._exceptions import UnknownServiceError
+from ._messages import Force, Reconfigure, Reply
+from ._stats import Stats, stats_of
+from ._supervisor import supervise
+
+__all__ = [
+    "FORCE_ACTIONS",
+    "CircuitBreakerManager",
+    "open_circuit_breaker",
+    "open_circuit_breakers",
+]
+
+FORCE_ACTIONS: Final = ("open", "closed", "half_open")
+
+
+class CircuitBreakerManager:
+    """Breakers by service name. Made by :func:`open_circuit_breakers`."""
+
+    def __init__(self, nursery: trio.Nursery, config: CircuitBreakerConfig) -> None:
+        self._nursery = nursery
+        self._config = config
+        self._cells: dict[str, Cell] = {}
+        self._handles: dict[str, CircuitBreaker] = {}
+
+    @property
+    def config(self) -> CircuitBreakerConfig:
+        """The configuration in force."""
+        return self._config
+
+    def services(self) -> list[str]:
+        """The services in use (a breaker has been created for them), sorted."""
+        return sorted(self._cells)
+
+    def is_known(self, name: str) -> bool:
+        """In use, or has a profile."""
+        return name in self._cells or name in self._config.profiles
+
+    async def get_circuit_breaker(self, name: str) -> CircuitBreaker:
+        """The handle of ``name``'s breaker, created on first use; always the same one."""
+        await trio.lowlevel.checkpoint()
+        return self._breaker(name)
+
+    def _breaker(self, name: str) -> CircuitBreaker:
+        handle = self._handles.get(name)
+        if handle is None:
+            validate_service_name(name)
+            cell = Cell(name, self._config.settings_for(name))
+            self._nursery.start_soon(supervise, cell, name=f"tripwire:{name}")
+            self._cells[name] = cell
+            handle = self._handles[name] = CircuitBreaker(cell)
+        return handle
+
+    def stats(self) -> dict[str, Stats]:
+        """Statistics of every breaker in use, by name."""
+        return {name: stats_of(self._cells[name]) for name in sorted(self._cells)}
+
+    def service_stats(self, name: str) -> Stats:
+        """Statistics of one breaker. A known service not in use yet shows a fresh breaker."""
+        validate_service_name(name)
+        cell = self._cells.get(name)
+        if cell is not None:
+            return stats_of(cell)
+        if name in self._config.profiles:
+            return stats_of(Cell(name, self._config.settings_for(name)))
+        raise UnknownServiceError(name)
+
+    async def update_config(self, config: CircuitBreakerConfig | Mapping[str, Any]) -> list[str]:
+        """Put ``config`` in force; restart the breakers whose settings changed (state kept).
+
+        Returns the names of those breakers. A mapping is checked first, like the TOML
+        ``[circuitbreaker]`` table; on any problem :class:`ConfigError` and nothing changes.
+        """
+        if not isinstance(config, CircuitBreakerConfig):
+            config = parse_circuitbreaker(config)
+        old, self._config = self._config, config
+        replies: list[Reply] = []
+        changed = []
+        for name, cell in sorted(self._cells.items()):
+            settings = config.settings_for(name)
+            if settings != old.settings_for(name):
+                changed.append(name)
+                reply = Reply()
+                replies.append(reply)
+                cell.send.send_nowait(Reconfigure(settings, reply))
+        for reply in replies:
+            await reply.wait()
+        return changed
+
+    async def update_profile(self, name: str, profile: Profile | Mapping[str, Any]) -> Settings:
+        """Replace ``name``'s profile (fields left out come from global); return the
+        settings now in force for it."""
+        validate_service_name(name)
+        profile = parse_profile(profile, f"circuitbreaker.profiles.{name}")
+        profiles = {**self._config.profiles, name: profile}
+        await self.update_config(msgspec.structs.replace(self._config, profiles=profiles))
+        return self._config.settings_for(name)
+
+    async def force(self, name: str, action: str) -> Stats:
+        """Force ``name``'s breaker ``"open"``, ``"closed"`` or ``"half_open"``."""
+        if action not in FORCE_ACTIONS:
+            raise ValueError(f"unknown force action {action!r}; expected one of {FORCE_ACTIONS}")
+        validate_service_name(name)
+        if not self.is_known(name):
+            raise UnknownServiceError(name)
+        cell = self._breaker(name)._cell
+        reply = Reply()
+        cell.send.send_nowait(Force(action, reply))
+        error = await reply.wait()
+        if isinstance(error, Exception):
+            raise error
+        return stats_of(cell)
+
+
+def _circuitbreaker_config(
+    config: Config | CircuitBreakerConfig | None,
+) -> CircuitBreakerConfig:
+    if config is None:
+        return CircuitBreakerConfig()
+    if isinstance(config, Config):
+        return config.circuitbreaker
+    return config
+
+
+@asynccontextmanager
+async def open_circuit_breakers(
+    config: Config | CircuitBreakerConfig | None = None,
+) -> AsyncIterator[CircuitBreakerManager]:
+    """Run the circuit-breaker engine: a supervisor nursery whose actors are started on
+    first use. Leaving the block stops them: calls running then finish normally, later
+    calls raise :class:`CircuitBreakerError`."""
+    async with trio.open_nursery() as nursery:
+        manager = CircuitBreakerManager(nursery, _circuitbreaker_config(config))
+        try:
+            yield manager
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_circuit_breaker(
+    name: str, settings: Settings | Mapping[str, Any] | None = None
+) -> AsyncIterator[CircuitBreaker]:
+    """One breaker without a manager of your own; ``settings`` as in ``[circuitbreaker.global]``."""
+    if settings is None:
+        settings = Settings()
+    elif not isinstance(settings, Settings):
+        settings = parse_circuitbreaker({"global": dict(settings)}).global_
+    async with open_circuit_breakers(CircuitBreakerConfig(global_=settings)) as manager:
+        yield await manager.get_circuit_breaker(name)

@@ -1,0 +1,134 @@
+"""Supervision of one service: restarts on reconfiguration and on crash, a restart budget.
+
+The supervisor nursery (owned by the manager) runs one :func:`supervise` task per service.
+That task runs actor incarnations one after the other, so two never touch the same state:
+a Reconfigure message ends an incarnation and the next one starts from the published view
+with the new settings; a crash restarts from the view published before the batch that
+crashed, and that batch is delivered again, so no message is lost. A service whose actor
+crashes ``RESTART_LIMIT`` times within ``RESTART_WINDOW`` seconds is left *failed*: calls
+pass straight through, until an operator reconfigures or forces it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Final
+
+import msgspec
+import trio
+
+from ._actor import Cell, Restart, run_actor
+from ._exceptions import CircuitBreakerError
+from ._messages import Admit, Force, Message, Outcome, Reconfigure
+from ._policy import Mode, State
+
+__all__ = ["PASS_THROUGH", "RESTART_LIMIT", "RESTART_WINDOW", "SHUT_DOWN", "supervise"]
+
+log = logging.getLogger("tripwire")
+
+RESTART_LIMIT: Final = 5
+RESTART_WINDOW: Final = 10.0
+
+
+class _Answer:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+PASS_THROUGH: Final = _Answer("PASS_THROUGH")  # admission answer of a failed breaker
+SHUT_DOWN: Final = _Answer("SHUT_DOWN")  # admission answer once the engine has stopped
+
+
+async def supervise(cell: Cell) -> None:
+    """Run the service's actor until cancelled, restarting it as needed."""
+    start = Restart(cell.view.settings, None, [])
+    crashes: deque[float] = deque()
+    try:
+        while True:
+            try:
+                start = await run_actor(cell, start)
+            except Exception as exc:
+                now = trio.current_time()
+                crashes.append(now)
+                while crashes[0] <= now - RESTART_WINDOW:
+                    crashes.popleft()
+                pending = start.reply if start.reply and not start.reply.answered else None
+                settings = start.settings if pending else cell.view.settings
+                start = Restart(settings, pending, cell.batch)
+                if len(crashes) >= RESTART_LIMIT:
+                    log.error(
+                        "circuit %r: actor crashed %d times within %g s; state failed, "
+                        "calls pass through until it is reconfigured or forced",
+                        cell.name,
+                        len(crashes),
+                        RESTART_WINDOW,
+                        exc_info=exc,
+                    )
+                    start = await _run_failed(cell, exc, start)
+                    crashes.clear()
+                else:
+                    log.error("circuit %r: actor crashed; restarting", cell.name, exc_info=exc)
+            cell.restarts += 1
+    finally:
+        _shut_down(cell)
+
+
+def _drain(cell: Cell, batch: list[Message]) -> list[Message]:
+    while True:
+        try:
+            batch.append(cell.receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return batch
+
+
+async def _run_failed(cell: Cell, exc: Exception, start: Restart) -> Restart:
+    """Answer everything as pass-through until a Reconfigure or Force message comes."""
+    good = cell.view
+    cell.view = msgspec.structs.replace(
+        good, mode=Mode.PASS, state=State.FAILED, error=f"{type(exc).__name__}: {exc}"
+    )
+    cell.batch = []
+    if start.reply is not None:
+        start.reply.set(cell.view)
+    batch = start.backlog
+    while True:
+        for index, message in enumerate(batch):
+            match message:
+                case Outcome(reply=reply):
+                    if reply is not None:
+                        reply.set()
+                case Admit(reply=reply):
+                    reply.set(PASS_THROUGH)
+                case Reconfigure(settings=settings, reply=reply):
+                    cell.view = good
+                    return Restart(settings, reply, batch[index + 1 :])
+                case Force():
+                    cell.view = good
+                    return Restart(good.settings, None, batch[index:])
+        batch = _drain(cell, [await cell.receive.receive()])
+
+
+def _shut_down(cell: Cell) -> None:
+    """The engine is stopping: answer whoever waits, refuse what comes later."""
+    cell.view = msgspec.structs.replace(cell.view, mode=Mode.SHUTDOWN)
+    for message in _drain(cell, cell.batch):
+        match message:
+            case Outcome(reply=reply):
+                if reply is not None:
+                    reply.set()
+            case Admit(reply=reply):
+                reply.set(SHUT_DOWN)
+            case Force(reply=reply) | Reconfigure(reply=reply):
+                reply.set(CircuitBreakerError(cell.name, _stopped(cell.name)))
+    cell.batch = []
+    cell.receive.close()
+
+
+def _stopped(name: str) -> str:
+    return f"circuit {name!r}: the circuit-breaker engine has stopped"

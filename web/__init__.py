@@ -1,0 +1,1 @@
+"""tripwire's REST API and command line."""
