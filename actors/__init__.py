@@ -23,6 +23,7 @@ from ._duration import Duration as Duration
 from ._exceptions import CircuitBreakerError as CircuitBreakerError
 from ._exceptions import CircuitOpenError as CircuitOpenError
 from ._exceptions import ConfigError as ConfigError
+from ._exceptions import ForceRefusedError as ForceRefusedError
 from ._exceptions import OperationTimeoutError as OperationTimeoutError
 from ._exceptions import Problem as Problem
 from ._exceptions import UnknownServiceError as UnknownServiceError
@@ -45,6 +46,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Duration",
+    "ForceRefusedError",
     "OperationTimeoutError",
     "Problem",
     "Profile",

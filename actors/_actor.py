@@ -15,12 +15,13 @@ import logging
 import math
 from collections.abc import Callable
 
+import msgspec
 import trio
 
 from ._config import Settings
-from ._exceptions import CircuitBreakerError
+from ._exceptions import ForceRefusedError
 from ._messages import Admit, Force, Message, Outcome, Reconfigure, Reply
-from ._policy import Breaker, Rejection, State, View
+from ._policy import Breaker, Mode, Rejection, State, View
 
 __all__ = ["Cell", "Restart", "run_actor"]
 
@@ -28,20 +29,67 @@ log = logging.getLogger("tripwire")
 
 
 class Cell:
-    """Everything about one service that outlives an actor incarnation."""
+    """Everything about one service that outlives an actor incarnation.
 
-    __slots__ = ("batch", "in_flight", "name", "receive", "rejected", "restarts", "send", "view")
+    Successes that cannot change the state (see ``_breaker._succeeded``) are not sent to
+    the actor: the handle adds them to ``successes``, and ``view`` shows the published
+    view with them counted. The actor folds them into its breaker when it publishes;
+    assigning ``view`` (a view read from ``view`` just before, or built by the actor)
+    takes them as counted.
+    """
+
+    __slots__ = (
+        "batch",
+        "in_flight",
+        "name",
+        "published",
+        "quiet",
+        "receive",
+        "rejected",
+        "restarts",
+        "send",
+        "successes",
+    )
 
     def __init__(self, name: str, settings: Settings) -> None:
         send, receive = trio.open_memory_channel[Message](math.inf)
         self.name = name
         self.send = send
         self.receive = receive
-        self.view = View(settings=settings)
+        mode = Mode.NOOP if settings.implementation_type == "noop" else Mode.CLOSED
+        self.published = View(settings=settings, mode=mode)  # as the actor published it
+        self.successes = 0  # successes counted by handles since it was published
+        self.quiet = True  # no failure reported since the actor last emptied its mailbox
         self.batch: list[Message] = []  # what the running incarnation is working on
         self.in_flight = 0  # admitted calls not finished, kept by the handles
         self.rejected = 0  # rejections, by handles (from the view) and the actor
         self.restarts = 0  # incarnations after the first, kept by the supervisor
+
+    @property
+    def view(self) -> View:
+        """The latest state: the published view and the successes counted since."""
+        view, successes = self.published, self.successes
+        if not successes:
+            return view
+        return msgspec.structs.replace(
+            view,
+            total_calls=view.total_calls + successes,
+            successful_calls=view.successful_calls + successes,
+        )
+
+    @view.setter
+    def view(self, view: View) -> None:
+        self.published = view
+        self.successes = 0
+
+
+def _publish(cell: Cell, breaker: Breaker) -> None:
+    """Publish the breaker's view, with the successes the handles counted meanwhile."""
+    successes = cell.successes
+    if successes:
+        breaker.total_calls += successes
+        breaker.successful_calls += successes
+    cell.view = breaker.view()
 
 
 class Restart:
@@ -110,19 +158,12 @@ async def run_actor(cell: Cell, start: Restart) -> Restart:
                         cell.rejected += 1
                     reply.set(answer)
                 case Force(action=action, reply=reply):
-                    if breaker.force(action, now):
-                        reply.set(None)
-                    else:
-                        reply.set(
-                            CircuitBreakerError(
-                                cell.name,
-                                f"circuit {cell.name!r} uses implementation_type noop; "
-                                "forcing it is refused",
-                            )
-                        )
+                    ok = breaker.force(action, now)
+                    reply.set(None if ok else ForceRefusedError(cell.name))
                 case Reconfigure(settings=settings, reply=reply):
-                    cell.view = breaker.view()
+                    _publish(cell, breaker)
                     cell.batch = []
                     return Restart(settings, reply, batch[index + 1 :])
-        cell.view = breaker.view()
+        _publish(cell, breaker)
+        cell.quiet = True  # every failure reported so far has been taken into account
         cell.batch = batch = []

@@ -35,6 +35,7 @@ Ts = TypeVarTuple("Ts")
 
 _SUCCESS = Kind.SUCCESS
 _CLOSED = Mode.CLOSED
+_OPEN = Mode.OPEN
 _NO_REPORT = -1  # the epoch of a call nobody counts (failed breaker)
 
 
@@ -46,6 +47,7 @@ def _describe(exc: BaseException) -> str:
 async def _report_and_wait(cell: Cell, epoch: int, kind: Kind, error: str) -> None:
     """Report a failure and wait until the actor has taken it into account."""
     reply = Reply()
+    cell.quiet = False  # successes must now queue up behind this failure (_succeeded)
     try:
         cell.send.send_nowait(Outcome(epoch, kind, error, reply))
     except trio.BrokenResourceError:
@@ -56,6 +58,30 @@ async def _report_and_wait(cell: Cell, epoch: int, kind: Kind, error: str) -> No
 def _report(cell: Cell, epoch: int, kind: Kind) -> None:
     try:
         cell.send.send_nowait(Outcome(epoch, kind))
+    except trio.BrokenResourceError:
+        pass
+
+
+def _succeeded(cell: Cell, epoch: int) -> None:
+    """Report the success of a call admitted in closed ``epoch``.
+
+    A success only resets the consecutive failures of its epoch. When the latest view is
+    closed and there is nothing to reset (no failure counted, none on its way to the
+    actor) or the epoch has already ended, the success changes statistics only: count it
+    in the cell, where the view shows it at once and the actor folds it in, without a
+    message or a wake-up. Otherwise send it, so it takes effect in order with the
+    failures before it.
+    """
+    view = cell.published
+    if (
+        view.mode is _CLOSED
+        and cell.quiet
+        and (view.consecutive_failures == 0 or view.epoch != epoch)
+    ):
+        cell.successes += 1
+        return
+    try:
+        cell.send.send_nowait(Outcome(epoch, _SUCCESS))
     except trio.BrokenResourceError:
         pass
 
@@ -84,8 +110,20 @@ class CircuitBreaker:
         breaker did not admit the call.
         """
         cell = self._cell
-        view = cell.view
-        if view.mode is not _CLOSED:
+        view = cell.published
+        mode = view.mode
+        if mode is not _CLOSED:
+            if mode is _OPEN:
+                # Open, before its deadline: reject here, without an object or a round trip.
+                # Like _Guard, a cancellation point (not a schedule point).
+                now = trio.current_time()
+                retry_at = view.retry_at
+                if now < retry_at:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    cell.rejected += 1
+                    if view.forced:
+                        raise CircuitOpenError(self.name, None, reason="forced open")
+                    raise CircuitOpenError(self.name, retry_at - now)
             async with _Guard(cell):
                 return await fn(*args)
         # The hot path: closed, decided from the view with no round trip.
@@ -103,10 +141,7 @@ class CircuitBreaker:
         if scope.cancelled_caught:
             await _report_and_wait(cell, epoch, Kind.TIMEOUT, f"timed out after {timeout:g} s")
             raise OperationTimeoutError(self.name, timeout)
-        try:
-            cell.send.send_nowait(Outcome(epoch, _SUCCESS))
-        except trio.BrokenResourceError:
-            pass
+        _succeeded(cell, epoch)
         return result
 
     def guard(self) -> _Guard:
@@ -133,7 +168,7 @@ class CircuitBreaker:
 class _Guard:
     """Admission, timeout and outcome around a block; the general (not hot) path."""
 
-    __slots__ = ("_cell", "_epoch", "_scope", "_timeout")
+    __slots__ = ("_cell", "_closed", "_epoch", "_scope", "_timeout")
 
     def __init__(self, cell: Cell) -> None:
         self._cell = cell
@@ -141,8 +176,9 @@ class _Guard:
 
     async def __aenter__(self) -> None:
         cell = self._cell
-        view = cell.view
+        view = cell.published
         mode = view.mode
+        self._closed = mode is Mode.CLOSED
         await trio.lowlevel.checkpoint_if_cancelled()
         if mode is Mode.OPEN and trio.current_time() < view.retry_at:
             cell.rejected += 1
@@ -162,7 +198,7 @@ class _Guard:
             self._epoch = epoch
         cell.in_flight += 1
         if mode is not Mode.NOOP and mode is not Mode.PASS:
-            self._timeout = cell.view.settings.operation_timeout.seconds
+            self._timeout = cell.published.settings.operation_timeout.seconds
             self._scope = trio.CancelScope(deadline=trio.current_time() + self._timeout)
             self._scope.__enter__()
 
@@ -186,7 +222,10 @@ class _Guard:
             await _report_and_wait(cell, epoch, Kind.TIMEOUT, f"timed out after {timeout:g} s")
             raise OperationTimeoutError(cell.name, timeout)
         if exc is None:
-            _report(cell, epoch, Kind.SUCCESS)
+            if self._closed:
+                _succeeded(cell, epoch)
+            else:
+                _report(cell, epoch, Kind.SUCCESS)
         elif isinstance(exc, Exception):
             await _report_and_wait(cell, epoch, Kind.FAILURE, _describe(exc))
         else:

@@ -39,7 +39,12 @@ __all__ = [
 ImplementationType = Literal["rssafe", "noop"]
 Threshold = Annotated[int, Meta(ge=1, description="an integer >= 1")]
 Bind = Annotated[
-    str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$", description="HOST:PORT")
+    str,
+    Meta(
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):"
+        r"(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4})$",
+        description="HOST:PORT with a port from 0 to 65535",
+    ),
 ]
 SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ALIASES: Final = {"simple": "rssafe"}

@@ -6,6 +6,7 @@
     ├── CircuitBreakerError            .service names the breaker
     │   ├── CircuitOpenError           the call was not admitted; .retry_after
     │   ├── OperationTimeoutError      the call ran past operation_timeout; .timeout
+    │   ├── ForceRefusedError          forcing a noop breaker
     │   └── UnknownServiceError        (also LookupError) force/stats of an unknown service
     └── ValueError
         └── ConfigError                invalid configuration; .problems lists every one
@@ -23,6 +24,7 @@ __all__ = [
     "CircuitBreakerError",
     "CircuitOpenError",
     "ConfigError",
+    "ForceRefusedError",
     "OperationTimeoutError",
     "Problem",
     "UnknownServiceError",
@@ -44,10 +46,18 @@ class CircuitOpenError(CircuitBreakerError):
     ``None`` when that is not known (forced open, or every half-open trial slot taken).
     """
 
+    # Raised on the hot path of an open circuit: the message is only formatted when
+    # someone looks at it. ``args`` is ``(service, retry_after)``, enough to pickle it.
     def __init__(self, service: str, retry_after: float | None, *, reason: str = "open") -> None:
-        hint = "no retry time is known" if retry_after is None else f"retry in {retry_after:.3g} s"
-        super().__init__(service, f"circuit {service!r} is {reason}; {hint}")
+        Exception.__init__(self, service, retry_after)
+        self.service = service
         self.retry_after = retry_after
+        self.reason = reason
+
+    def __str__(self) -> str:
+        retry_after = self.retry_after
+        hint = "no retry time is known" if retry_after is None else f"retry in {retry_after:.3g} s"
+        return f"circuit {self.service!r} is {self.reason}; {hint}"
 
 
 class OperationTimeoutError(CircuitBreakerError):
@@ -59,6 +69,16 @@ class OperationTimeoutError(CircuitBreakerError):
             f"operation on {service!r} ran past its timeout of {timeout:g} s and was cancelled",
         )
         self.timeout = timeout
+
+
+class ForceRefusedError(CircuitBreakerError):
+    """The breaker cannot be forced: it uses implementation_type noop."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(
+            service,
+            f"circuit {service!r} uses implementation_type noop; forcing it is refused",
+        )
 
 
 class UnknownServiceError(CircuitBreakerError, LookupError):

@@ -21,7 +21,7 @@ from ._config import (
     parse_profile,
     validate_service_name,
 )
-from ._exceptions import UnknownServiceError
+from ._exceptions import CircuitBreakerError, ForceRefusedError, UnknownServiceError
 from ._messages import Force, Reconfigure, Reply
 from ._stats import Stats, stats_of
 from ._supervisor import supervise
@@ -44,6 +44,11 @@ class CircuitBreakerManager:
         self._config = config
         self._cells: dict[str, Cell] = {}
         self._handles: dict[str, CircuitBreaker] = {}
+        self._closed = False
+
+    def _check_running(self) -> None:
+        if self._closed:
+            raise CircuitBreakerError("", "the circuit-breaker engine has stopped")
 
     @property
     def config(self) -> CircuitBreakerConfig:
@@ -66,6 +71,7 @@ class CircuitBreakerManager:
     def _breaker(self, name: str) -> CircuitBreaker:
         handle = self._handles.get(name)
         if handle is None:
+            self._check_running()
             validate_service_name(name)
             cell = Cell(name, self._config.settings_for(name))
             self._nursery.start_soon(supervise, cell, name=f"tripwire:{name}")
@@ -93,6 +99,7 @@ class CircuitBreakerManager:
         Returns the names of those breakers. A mapping is checked first, like the TOML
         ``[circuitbreaker]`` table; on any problem :class:`ConfigError` and nothing changes.
         """
+        self._check_running()
         if not isinstance(config, CircuitBreakerConfig):
             config = parse_circuitbreaker(config)
         old, self._config = self._config, config
@@ -122,9 +129,12 @@ class CircuitBreakerManager:
         """Force ``name``'s breaker ``"open"``, ``"closed"`` or ``"half_open"``."""
         if action not in FORCE_ACTIONS:
             raise ValueError(f"unknown force action {action!r}; expected one of {FORCE_ACTIONS}")
+        self._check_running()
         validate_service_name(name)
         if not self.is_known(name):
             raise UnknownServiceError(name)
+        if self._config.settings_for(name).implementation_type == "noop":
+            raise ForceRefusedError(name)  # before a breaker is created for it
         cell = self._breaker(name)._cell
         reply = Reply()
         cell.send.send_nowait(Force(action, reply))
@@ -151,12 +161,20 @@ async def open_circuit_breakers(
     """Run the circuit-breaker engine: a supervisor nursery whose actors are started on
     first use. Leaving the block stops them: calls running then finish normally, later
     calls raise :class:`CircuitBreakerError`."""
-    async with trio.open_nursery() as nursery:
-        manager = CircuitBreakerManager(nursery, _circuitbreaker_config(config))
-        try:
-            yield manager
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            manager = CircuitBreakerManager(nursery, _circuitbreaker_config(config))
+            try:
+                yield manager
+            finally:
+                manager._closed = True
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The actors never raise (their supervisor catches everything), so a group holds
+        # what the block raised: hand that on as it was, not wrapped by the nursery.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 @asynccontextmanager

@@ -230,6 +230,7 @@ class Breaker:
                 self._to(State.CLOSED, now, f"implementation_type is now {new.implementation_type}")
             else:
                 self.epoch += 1
+                self.consecutive_failures = 0  # the state machine starts afresh
             return
         if new.implementation_type == "noop":
             return

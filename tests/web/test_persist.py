@@ -1,0 +1,96 @@
+"""Writing accepted changes back: comments, order and [server] kept; canonical values."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from actors import load_config, parse_circuitbreaker
+from web import PersistError, render_config, write_config
+
+from .conftest import CONFIG_TEXT
+
+
+def test_unchanged_config_leaves_the_text_alone() -> None:
+    config = parse_circuitbreaker(
+        {
+            "global": {"implementation_type": "simple"},
+            "profiles": {
+                "database": {"failure_threshold": 2, "reset_timeout": "1m"},
+                "legacy": {"implementation_type": "noop"},
+            },
+        }
+    )
+    # "60s" in the file means "1m": the file keeps its own spelling.
+    assert render_config(CONFIG_TEXT, config) == CONFIG_TEXT
+
+
+def test_changed_values_are_canonical_and_keep_their_comments() -> None:
+    config = parse_circuitbreaker(
+        {
+            "global": {"failure_threshold": 4, "operation_timeout": "90s"},
+            "profiles": {"database": {"failure_threshold": 2, "reset_timeout": "1.5s"}},
+        }
+    )
+    text = render_config(CONFIG_TEXT, config)
+    lines = text.splitlines()
+    assert "failure_threshold = 4                   # consecutive failures that open" in lines
+    assert 'operation_timeout = "1m30s"' in lines
+    assert 'reset_timeout = "1s500ms"' in lines
+    assert "failure_threshold = 2                   # the rest from global" in lines
+    assert "legacy" not in text
+    assert text.startswith(CONFIG_TEXT.split("[circuitbreaker.global]")[0])  # [server] as is
+
+
+def test_profile_fields_left_out_are_removed() -> None:
+    config = parse_circuitbreaker({"profiles": {"database": {"success_threshold": 3}}})
+    text = render_config(CONFIG_TEXT, config)
+    section = text.split("[circuitbreaker.profiles.database]")[1]
+    assert section.strip() == "success_threshold = 3"
+
+
+def test_a_file_without_circuitbreaker_gets_one() -> None:
+    text = '# only a server\n[server]\nbind = "127.0.0.1:9000"\n'
+    config = parse_circuitbreaker(
+        {"global": {"reset_timeout": "10s"}, "profiles": {"db": {"failure_threshold": 1}}}
+    )
+    new = render_config(text, config)
+    assert new.startswith(text)
+    assert "[circuitbreaker.global]" in new
+    assert "[circuitbreaker.profiles.db]" in new
+    assert "failure_threshold = 3" not in new  # defaults not spelled out
+
+
+def test_inline_tables_are_updated_in_place() -> None:
+    text = "circuitbreaker = { global = { failure_threshold = 2 }, profiles = {} }\n"
+    config = parse_circuitbreaker(
+        {"global": {"failure_threshold": 5}, "profiles": {"db": {"reset_timeout": "2s"}}}
+    )
+    new = render_config(text, config)
+    assert parse_circuitbreaker(__import__("tomli").loads(new)["circuitbreaker"]) == config
+
+
+def test_an_unparsable_file_is_a_persist_error() -> None:
+    with pytest.raises(PersistError, match=r"^cannot parse the current file: "):
+        render_config("[server\n", parse_circuitbreaker({}))
+
+
+def test_write_config_is_atomic_and_keeps_the_mode(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG_TEXT)
+    os.chmod(path, 0o640)
+    inode = path.stat().st_ino
+    config = parse_circuitbreaker({"global": {"success_threshold": 5}})
+    write_config(path, config)
+    assert load_config(path).circuitbreaker == config
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert path.stat().st_ino != inode  # replaced, not rewritten in place
+    assert os.listdir(tmp_path) == ["config.toml"]
+
+
+def test_write_config_to_a_missing_file_is_a_persist_error(tmp_path: Path) -> None:
+    with pytest.raises(PersistError, match=r"^cannot write '.*gone\.toml': No such file"):
+        write_config(tmp_path / "gone.toml", parse_circuitbreaker({}))
