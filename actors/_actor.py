@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -21,9 +22,9 @@ import trio
 from ._config import Settings
 from ._exceptions import ForceRefusedError
 from ._messages import Admit, Force, Message, Outcome, Reconfigure, Reply
-from ._policy import Breaker, Mode, Rejection, State, View
+from ._policy import Breaker, Rejection, State, View, initial_view
 
-__all__ = ["Cell", "Restart", "run_actor"]
+__all__ = ["Cell", "Restart", "run_actor", "wall_clock_offset"]
 
 log = logging.getLogger("tripwire")
 
@@ -40,6 +41,7 @@ class Cell:
 
     __slots__ = (
         "batch",
+        "clock_offset",
         "in_flight",
         "name",
         "published",
@@ -56,8 +58,8 @@ class Cell:
         self.name = name
         self.send = send
         self.receive = receive
-        mode = Mode.NOOP if settings.implementation_type == "noop" else Mode.CLOSED
-        self.published = View(settings=settings, mode=mode)  # as the actor published it
+        self.published = initial_view(settings)  # as the actor published it
+        self.clock_offset = wall_clock_offset()  # shows trio times as UTC, stably
         self.successes = 0  # successes counted by handles since it was published
         self.quiet = True  # no failure reported since the actor last emptied its mailbox
         self.batch: list[Message] = []  # what the running incarnation is working on
@@ -90,6 +92,11 @@ def _publish(cell: Cell, breaker: Breaker) -> None:
         breaker.total_calls += successes
         breaker.successful_calls += successes
     cell.view = breaker.view()
+
+
+def wall_clock_offset() -> float:
+    """What to add to a trio time to get a Unix time."""
+    return time.time() - trio.current_time()
 
 
 class Restart:

@@ -23,7 +23,7 @@ from ._config import (
 )
 from ._exceptions import CircuitBreakerError, ForceRefusedError, UnknownServiceError
 from ._messages import Force, Reconfigure, Reply
-from ._stats import Stats, stats_of
+from ._stats import Stats, fresh_stats, stats_of
 from ._supervisor import supervise
 
 __all__ = [
@@ -90,7 +90,7 @@ class CircuitBreakerManager:
         if cell is not None:
             return stats_of(cell)
         if name in self._config.profiles:
-            return stats_of(Cell(name, self._config.settings_for(name)))
+            return fresh_stats(name, self._config.settings_for(name))
         raise UnknownServiceError(name)
 
     async def update_config(self, config: CircuitBreakerConfig | Mapping[str, Any]) -> list[str]:
@@ -113,7 +113,9 @@ class CircuitBreakerManager:
                 replies.append(reply)
                 cell.send.send_nowait(Reconfigure(settings, reply))
         for reply in replies:
-            await reply.wait()
+            if not reply.answered:  # waiting on an answered reply still costs a scheduler pass
+                await reply.wait()
+        await trio.lowlevel.checkpoint()
         return changed
 
     async def update_profile(self, name: str, profile: Profile | Mapping[str, Any]) -> Settings:

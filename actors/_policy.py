@@ -16,7 +16,7 @@ import msgspec
 
 from ._config import Settings
 
-__all__ = ["Breaker", "Kind", "Mode", "Rejection", "State", "View"]
+__all__ = ["Breaker", "Kind", "Mode", "Rejection", "State", "View", "initial_view"]
 
 INF: Final = math.inf
 
@@ -75,6 +75,11 @@ class View(msgspec.Struct, frozen=True, kw_only=True):
     last_failure: float | None = None
     last_error: str | None = None
     error: str | None = None  # why the actor failed (state "failed")
+
+
+def initial_view(settings: Settings) -> View:
+    """The view of a breaker that has seen nothing yet."""
+    return View(settings=settings, mode=_mode(settings, State.CLOSED))
 
 
 def _mode(settings: Settings, state: State) -> Mode:

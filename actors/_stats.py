@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import msgspec
 import trio
 
-from ._actor import Cell
+from ._actor import Cell, wall_clock_offset
 from ._config import Settings
-from ._policy import Mode, State
+from ._policy import Mode, State, View, initial_view
 
-__all__ = ["Stats", "stats_of"]
+__all__ = ["Stats", "fresh_stats", "stats_of"]
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,21 +42,31 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def stats_of(cell: Cell) -> Stats:
-    view = cell.view
+    """The statistics of a breaker in use."""
+    return _stats(
+        cell.name, cell.view, cell.clock_offset, cell.in_flight, cell.rejected, cell.restarts
+    )
+
+
+def fresh_stats(name: str, settings: Settings) -> Stats:
+    """The statistics a breaker with ``settings`` would show before its first call."""
+    return _stats(name, initial_view(settings), wall_clock_offset(), 0, 0, 0)
+
+
+def _stats(
+    name: str, view: View, offset: float, in_flight: int, rejected: int, restarts: int
+) -> Stats:
     now = trio.current_time()
-    wall = time.time()
 
     def when(t: float | None) -> dt.datetime | None:
-        if t is None:
-            return None
-        return dt.datetime.fromtimestamp(wall - (now - t), dt.UTC)
+        return None if t is None else dt.datetime.fromtimestamp(t + offset, dt.UTC)
 
     retry_after = None
     if view.state is State.OPEN and view.forced is None and view.mode is not Mode.SHUTDOWN:
         retry_after = max(0.0, round(view.retry_at - now, 3))
     total = view.total_calls
     return Stats(
-        name=cell.name,
+        name=name,
         implementation_type=view.settings.implementation_type,
         state=view.state,
         forced=view.forced,
@@ -65,10 +74,10 @@ def stats_of(cell: Cell) -> Stats:
         successful_calls=view.successful_calls,
         failed_calls=view.failed_calls,
         timeouts=view.timeouts,
-        rejected_calls=cell.rejected,
+        rejected_calls=rejected,
         consecutive_failures=view.consecutive_failures,
         half_open_successes=view.half_open_successes,
-        in_flight=cell.in_flight,
+        in_flight=in_flight,
         failure_rate=view.failed_calls / total if total else 0.0,
         state_changes=view.state_changes,
         last_state_change=when(view.last_state_change),
@@ -76,7 +85,7 @@ def stats_of(cell: Cell) -> Stats:
         last_error=view.last_error,
         opened_at=when(view.opened_at),
         retry_after_seconds=retry_after,
-        restarts=cell.restarts,
+        restarts=restarts,
         error=view.error,
         settings=view.settings,
     )

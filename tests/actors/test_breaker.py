@@ -623,3 +623,96 @@ async def test_standalone_breaker_default_settings(
 
 async def _slow_call(breaker: CircuitBreaker) -> None:
     assert await breaker.execute(slow, 1.0) == "slow"
+
+
+# --- successes counted by the handle (no message when they cannot change the state) --
+
+
+async def test_stats_exact_right_after_sequential_successes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(10):
+        async with open_circuit_breaker("db", SETTINGS) as breaker:
+            for n in range(5):
+                assert await breaker.execute(ok, n) == n
+                stats = breaker.stats()  # no wait for the actor
+                assert (stats.total_calls, stats.successful_calls) == (n + 1, n + 1)
+
+
+async def test_success_behind_a_failure_in_flight_resets_the_streak(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A failure is on its way to the actor when a success of the same epoch finishes.
+    # The published view still shows no failures, yet the success must not be counted
+    # on the side: it must reach the actor after the failure and reset the streak.
+    # Trio runs the woken success and the actor in either order, so try many times.
+    async def instant() -> str:
+        return "ok"
+
+    async def round_() -> None:
+        async with open_circuit_breaker("db", SETTINGS) as breaker:
+            release = trio.Event()
+
+            async def succeed_after_release() -> None:
+                await release.wait()
+                await breaker.execute(instant)
+
+            async def failing() -> None:
+                release.set()
+                raise Boom("in flight")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(succeed_after_release)
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(Boom):
+                    await breaker.execute(failing)
+            await trio.testing.wait_all_tasks_blocked()
+            stats = breaker.stats()
+            assert (stats.successful_calls, stats.failed_calls) == (1, 1)
+            assert stats.consecutive_failures == 0
+
+    for _ in range(40):
+        with trio.fail_after(10):
+            await round_()
+
+
+async def test_handle_counted_successes_survive_reconfiguration(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(10):
+        async with open_circuit_breakers(CircuitBreakerConfig(global_=SETTINGS)) as manager:
+            breaker = await manager.get_circuit_breaker("db")
+            for _ in range(4):
+                await breaker.execute(ok)
+            await manager.update_profile("db", {"failure_threshold": 7})
+            for _ in range(3):
+                await breaker.execute(ok)
+            await trio.testing.wait_all_tasks_blocked()
+            stats = breaker.stats()
+            assert (stats.successful_calls, stats.restarts) == (7, 1)
+            assert stats.settings.failure_threshold == 7
+
+
+async def test_timestamps_are_stable_between_reads(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(10):
+        async with open_circuit_breaker("db", SETTINGS) as breaker:
+            await fail_times(breaker, SETTINGS.failure_threshold)
+            first = breaker.stats()
+            assert first.last_state_change is not None
+            for _ in range(100):
+                later = breaker.stats()
+                assert later.last_state_change == first.last_state_change
+                assert later.opened_at == first.opened_at == first.last_state_change
+
+
+def test_circuit_open_error_pickles_and_prints() -> None:
+    import pickle
+
+    error = CircuitOpenError("db", 12.5)
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.service, again.retry_after) == ("db", 12.5)
+    assert str(again) == str(error) == "circuit 'db' is open; retry in 12.5 s"
+    forced = CircuitOpenError("db", None, reason="forced open")
+    assert str(forced) == "circuit 'db' is forced open; no retry time is known"
