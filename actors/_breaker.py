@@ -23,7 +23,7 @@ import trio
 from ._actor import Cell
 from ._exceptions import CircuitBreakerError, CircuitOpenError, OperationTimeoutError
 from ._messages import Admit, Outcome, Reply
-from ._policy import Kind, Mode, Rejection
+from ._policy import Kind, Mode, Rejection, View
 from ._stats import Stats, stats_of
 from ._supervisor import PASS_THROUGH
 
@@ -117,13 +117,9 @@ class CircuitBreaker:
                 # Open, before its deadline: reject here, without an object or a round trip.
                 # Like _Guard, a cancellation point (not a schedule point).
                 now = trio.current_time()
-                retry_at = view.retry_at
-                if now < retry_at:
+                if now < view.retry_at:
                     await trio.lowlevel.checkpoint_if_cancelled()
-                    cell.rejected += 1
-                    if view.forced:
-                        raise CircuitOpenError(self.name, None, reason="forced open")
-                    raise CircuitOpenError(self.name, retry_at - now)
+                    raise _rejected(cell, view, now)
             async with _Guard(cell):
                 return await fn(*args)
         # The hot path: closed, decided from the view with no round trip.
@@ -180,10 +176,8 @@ class _Guard:
         mode = view.mode
         self._closed = mode is Mode.CLOSED
         await trio.lowlevel.checkpoint_if_cancelled()
-        if mode is Mode.OPEN and trio.current_time() < view.retry_at:
-            cell.rejected += 1
-            retry_after = None if view.forced else view.retry_at - trio.current_time()
-            raise CircuitOpenError(cell.name, retry_after, reason=_reason(view.forced))
+        if mode is Mode.OPEN and (now := trio.current_time()) < view.retry_at:
+            raise _rejected(cell, view, now)
         if mode is Mode.OPEN or mode is Mode.ASK:
             epoch = await _ask(cell)
             if epoch is PASS_THROUGH:
@@ -233,8 +227,12 @@ class _Guard:
         return False
 
 
-def _reason(forced: str | None) -> str:
-    return "forced open" if forced else "open"
+def _rejected(cell: Cell, view: View, now: float) -> CircuitOpenError:
+    """Count a rejection decided from an open view; a new exception every time."""
+    cell.rejected += 1
+    if view.forced:
+        return CircuitOpenError(cell.name, None, reason="forced open")
+    return CircuitOpenError(cell.name, view.retry_at - now)
 
 
 async def _ask(cell: Cell) -> Any:

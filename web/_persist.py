@@ -2,10 +2,9 @@
 
 Only the ``[circuitbreaker]`` part of the document changes; comments, key order,
 formatting and every other section (``[server]``) are kept (tomlkit edits the document in
-place). A value is rewritten only when its meaning changes, and then in canonical form
-(``"1m30s"``). The new text is checked to read back as exactly the config that will be
-put in force, then written atomically: a temporary file in the same folder, fsync,
-``os.replace``.
+place). Values are written in canonical form (``"1m30s"``), each keeping its comment. The
+new text is checked to read back as exactly the config that will be put in force, then
+written atomically: a temporary file in the same folder, fsync, ``os.replace``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from actors import (
     Settings,
     config_to_builtins,
     parse_config,
-    parse_profile,
 )
 
 __all__ = ["PersistError", "render_config", "write_config"]
@@ -40,15 +38,11 @@ class PersistError(Exception):
     """The config file could not be updated; the message says why."""
 
 
-def _same(key: str, old: Any, new: object) -> bool:
-    """Whether a value in the file means the same as the canonical ``new``."""
+def _written_as(old: Any, new: object) -> bool:
+    """Whether a value in the file is already written as the canonical ``new``."""
     if isinstance(old, tomlkit.items.Item):
         old = old.unwrap()
-    try:
-        old_value = config_to_builtins(parse_profile({key: old}))[key]
-    except (ConfigError, KeyError):
-        return False
-    return bool(old_value == new)
+    return type(old) is type(new) and bool(old == new)
 
 
 def _subtable(parent: MutableMapping[str, Any], key: str, *, super_table: bool) -> Any:
@@ -67,14 +61,15 @@ def _sync(
     """Make ``table`` say ``wanted``, touching as little as possible.
 
     A key missing from the file whose wanted value is its default (from ``defaults``)
-    stays missing; a key whose meaning is unchanged keeps its spelling and comment.
+    stays missing; every value written is in canonical form (``"60s"`` becomes ``"1m"``,
+    ``"simple"`` becomes ``"rssafe"``), keeping its comment.
     """
     for key in list(table):
         if key not in wanted:
             del table[key]
     for key, value in wanted.items():
         if key in table:
-            if not _same(key, table[key], value):
+            if not _written_as(table[key], value):
                 table[key] = value
         elif defaults.get(key, _MISSING) != value:
             table[key] = value

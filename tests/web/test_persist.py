@@ -14,7 +14,7 @@ from web import PersistError, render_config, write_config
 from .conftest import CONFIG_TEXT
 
 
-def test_unchanged_config_leaves_the_text_alone() -> None:
+def test_unchanged_config_only_makes_values_canonical() -> None:
     config = parse_circuitbreaker(
         {
             "global": {"implementation_type": "simple"},
@@ -24,8 +24,11 @@ def test_unchanged_config_leaves_the_text_alone() -> None:
             },
         }
     )
-    # "60s" in the file means "1m": the file keeps its own spelling.
-    assert render_config(CONFIG_TEXT, config) == CONFIG_TEXT
+    # "60s" in the file means "1m" and "simple" means "rssafe": written canonically,
+    # the rest of the text as it was.
+    expected = CONFIG_TEXT.replace('"60s"', '"1m"').replace('"simple"', '"rssafe"')
+    assert render_config(CONFIG_TEXT, config) == expected
+    assert render_config(expected, config) == expected
 
 
 def test_changed_values_are_canonical_and_keep_their_comments() -> None:
