@@ -17,9 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import trio
@@ -35,7 +35,6 @@ from actors import (
     ConfigError,
     ForceRefusedError,
     Problem,
-    Profile,
     ServerConfig,
     UnknownServiceError,
     config_to_builtins,
@@ -51,6 +50,7 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES: Final = 64 * 1024
 PREFIX: Final = "/api/v1/circuit-breakers"
+T = TypeVar("T")
 
 log = logging.getLogger("tripwire.api")
 
@@ -146,6 +146,21 @@ def _member(body: Any, key: str, example: str) -> tuple[Any, list[Problem]]:
     return body.get(key, _ABSENT), problems
 
 
+async def _checked_member(key: str, example: str, parse: Callable[[Any, str], T]) -> T:
+    """The body's ``key`` member checked by the config checker (``parse``), reporting
+    problems in the body's shape and in the member's content together (422)."""
+    raw, problems = _member(await _read_json(), key, example)
+    value = None
+    if raw is not _ABSENT:
+        try:
+            value = parse(raw, key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems or value is None:
+        raise _invalid(problems)
+    return value
+
+
 def create_app(
     manager: CircuitBreakerManager,
     *,
@@ -231,15 +246,9 @@ def create_app(
 
     @app.put(f"{PREFIX}/config")
     async def put_config() -> Response:
-        raw, problems = _member(await _read_json(), "config", '{"config": {"global": {...}}}')
-        config: CircuitBreakerConfig | None = None
-        if raw is not _ABSENT:
-            try:
-                config = parse_circuitbreaker(raw, "config")
-            except ConfigError as exc:
-                problems.extend(exc.problems)
-        if problems or config is None:
-            raise _invalid(problems)
+        config = await _checked_member(
+            "config", '{"config": {"global": {...}}}', parse_circuitbreaker
+        )
         async with changes:
             await persist(config)
             updated = await manager.update_config(config)
@@ -271,17 +280,9 @@ def create_app(
     @app.put(f"{PREFIX}/services/<name>")
     async def put_profile(name: str) -> Response:
         _check_name(name)
-        raw, problems = _member(
-            await _read_json(), "profile", '{"profile": {"failure_threshold": 5}}'
+        profile = await _checked_member(
+            "profile", '{"profile": {"failure_threshold": 5}}', parse_profile
         )
-        profile: Profile | None = None
-        if raw is not _ABSENT:
-            try:
-                profile = parse_profile(raw, "profile")
-            except ConfigError as exc:
-                problems.extend(exc.problems)
-        if problems or profile is None:
-            raise _invalid(problems)
         async with changes:
             current = manager.config
             await persist(
