@@ -22,7 +22,7 @@ import trio
 from ._config import Settings
 from ._exceptions import ForceRefusedError
 from ._messages import Admit, Force, Message, Outcome, Reconfigure, Reply
-from ._policy import Breaker, Rejection, State, View, initial_view
+from ._policy import Breaker, State, View, initial_view
 
 __all__ = ["Cell", "Restart", "run_actor", "wall_clock_offset"]
 
@@ -64,7 +64,7 @@ class Cell:
         self.quiet = True  # no failure reported since the actor last emptied its mailbox
         self.batch: list[Message] = []  # what the running incarnation is working on
         self.in_flight = 0  # admitted calls not finished, kept by the handles
-        self.rejected = 0  # rejections, by handles (from the view) and the actor
+        self.rejected = 0  # rejections, counted by the handles that raise them
         self.restarts = 0  # incarnations after the first, kept by the supervisor
 
     @property
@@ -160,10 +160,7 @@ async def run_actor(cell: Cell, start: Restart) -> Restart:
                 case Admit(reply=reply):
                     if reply.abandoned:
                         continue
-                    answer = breaker.admit(now)
-                    if isinstance(answer, Rejection):
-                        cell.rejected += 1
-                    reply.set(answer)
+                    reply.set(breaker.admit(now))
                 case Force(action=action, reply=reply):
                     ok = breaker.force(action, now)
                     reply.set(None if ok else ForceRefusedError(cell.name))

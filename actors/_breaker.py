@@ -14,8 +14,9 @@ operation in the caller's task. What it may decide alone, from the view:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, ParamSpec, TypeVar, TypeVarTuple, Unpack
 
 import trio
@@ -86,6 +87,20 @@ def _succeeded(cell: Cell, epoch: int) -> None:
         pass
 
 
+class _NotAwaitableError(TypeError):
+    pass
+
+
+def _checked(fn: object, returned: Awaitable[T]) -> Awaitable[T]:
+    """``returned`` if it can be awaited; else the caller passed a sync function."""
+    if inspect.isawaitable(returned):
+        return returned
+    raise _NotAwaitableError(
+        f"{fn!r} returned {type(returned).__name__}, not an awaitable: pass an async "
+        "function and its arguments, as in execute(fn, *args)"
+    )
+
+
 def _stopped(name: str) -> CircuitBreakerError:
     return CircuitBreakerError(name, f"circuit {name!r}: the circuit-breaker engine has stopped")
 
@@ -120,15 +135,27 @@ class CircuitBreaker:
                 if now < view.retry_at:
                     await trio.lowlevel.checkpoint_if_cancelled()
                     raise _rejected(cell, view, now)
-            async with _Guard(cell):
-                return await fn(*args)
+            async with _Guard(cell) as guard:
+                awaitable = fn(*args)
+                if type(awaitable) is not CoroutineType:
+                    try:
+                        awaitable = _checked(fn, awaitable)
+                    except _NotAwaitableError:
+                        guard.void()
+                        raise
+                return await awaitable
         # The hot path: closed, decided from the view with no round trip.
         epoch = view.epoch
         timeout = view.settings.operation_timeout.seconds
         cell.in_flight += 1
         try:
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-                result = await fn(*args)
+                awaitable = fn(*args)
+                if type(awaitable) is not CoroutineType:
+                    awaitable = _checked(fn, awaitable)
+                result = await awaitable
+        except _NotAwaitableError:
+            raise  # a mistake in the call, not an outcome of the service
         except Exception as exc:
             await _report_and_wait(cell, epoch, Kind.FAILURE, _describe(exc))
             raise
@@ -164,13 +191,14 @@ class CircuitBreaker:
 class _Guard:
     """Admission, timeout and outcome around a block; the general (not hot) path."""
 
-    __slots__ = ("_cell", "_closed", "_epoch", "_scope", "_timeout")
+    __slots__ = ("_cell", "_closed", "_epoch", "_scope", "_timeout", "_void")
 
     def __init__(self, cell: Cell) -> None:
         self._cell = cell
         self._scope: trio.CancelScope | None = None
+        self._void = False
 
-    async def __aenter__(self) -> None:
+    async def _admit(self) -> None:
         cell = self._cell
         view = cell.published
         mode = view.mode
@@ -196,6 +224,14 @@ class _Guard:
             self._scope = trio.CancelScope(deadline=trio.current_time() + self._timeout)
             self._scope.__enter__()
 
+    async def __aenter__(self) -> _Guard:
+        await self._admit()
+        return self
+
+    def void(self) -> None:
+        """Count the block as not run (it never started an operation)."""
+        self._void = True
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -204,18 +240,30 @@ class _Guard:
     ) -> bool:
         cell = self._cell
         cell.in_flight -= 1
-        timed_out = False
-        if self._scope is not None:
-            self._scope.__exit__(exc_type, exc, tb)
-            timed_out = self._scope.cancelled_caught
+        scope = self._scope
+        if scope is not None:
+            try:
+                scope.__exit__(exc_type, exc, tb)
+            except BaseException as leftover:  # what the scope did not catch, re-raised
+                await self._outcome(leftover)
+                raise
+            if scope.cancelled_caught:
+                timeout = self._timeout
+                await _report_and_wait(
+                    cell, self._epoch, Kind.TIMEOUT, f"timed out after {timeout:g} s"
+                )
+                raise OperationTimeoutError(cell.name, timeout)
+        await self._outcome(exc)
+        return False
+
+    async def _outcome(self, exc: BaseException | None) -> None:
+        cell = self._cell
         epoch = self._epoch
         if epoch == _NO_REPORT:
-            return False
-        if timed_out:
-            timeout = self._timeout
-            await _report_and_wait(cell, epoch, Kind.TIMEOUT, f"timed out after {timeout:g} s")
-            raise OperationTimeoutError(cell.name, timeout)
-        if exc is None:
+            return
+        if self._void:
+            _report(cell, epoch, Kind.CANCELLED)  # counts nothing, gives back a trial slot
+        elif exc is None:
             if self._closed:
                 _succeeded(cell, epoch)
             else:
@@ -224,7 +272,6 @@ class _Guard:
             await _report_and_wait(cell, epoch, Kind.FAILURE, _describe(exc))
         else:
             _report(cell, epoch, Kind.CANCELLED)  # gives back a half-open trial slot
-        return False
 
 
 def _rejected(cell: Cell, view: View, now: float) -> CircuitOpenError:
@@ -253,5 +300,6 @@ async def _ask(cell: Cell) -> Any:
     if type(answer) is int or answer is PASS_THROUGH:
         return answer
     if isinstance(answer, Rejection):
+        cell.rejected += 1  # counted here: a caller cancelled before its answer counts nothing
         raise CircuitOpenError(cell.name, answer.retry_after, reason=answer.reason)
     raise _stopped(cell.name)

@@ -231,11 +231,15 @@ def _raise_if(problems: list[Problem]) -> None:
 
 
 def parse_circuitbreaker(raw: object, path: str = "circuitbreaker") -> CircuitBreakerConfig:
-    """Build a :class:`CircuitBreakerConfig` from plain data (a TOML table, a JSON object).
+    """Build a :class:`CircuitBreakerConfig` from plain data (a TOML table, a JSON object),
+    or check one built in Python (msgspec does not check Structs made by calling them).
 
     Global fields left out take their defaults; profiles left out do not exist.
     Raises :class:`ConfigError` listing every problem, each under ``path``.
     """
+    if isinstance(raw, CircuitBreakerConfig):
+        parse_circuitbreaker(config_to_builtins(raw), path)
+        return raw
     problems: list[Problem] = []
     config = _circuitbreaker(raw, path, problems)
     _raise_if(problems)
@@ -243,8 +247,10 @@ def parse_circuitbreaker(raw: object, path: str = "circuitbreaker") -> CircuitBr
 
 
 def parse_profile(raw: object, path: str = "profile") -> Profile:
-    """Build a :class:`Profile` from plain data; :class:`ConfigError` on any problem."""
+    """Build a :class:`Profile` from plain data, or check one built in Python;
+    :class:`ConfigError` on any problem."""
     if isinstance(raw, Profile):
+        parse_profile(config_to_builtins(raw), path)
         return raw
     problems: list[Problem] = []
     profile = _profile(raw, path, problems)
@@ -253,7 +259,10 @@ def parse_profile(raw: object, path: str = "profile") -> Profile:
 
 
 def parse_config(raw: object) -> Config:
-    """Build a whole :class:`Config` from a parsed TOML document."""
+    """Build a whole :class:`Config` from a parsed TOML document (or check one)."""
+    if isinstance(raw, Config):
+        parse_config(config_to_builtins(raw))
+        return raw
     problems: list[Problem] = []
     table = _table(raw, "", problems)
     if table is None:

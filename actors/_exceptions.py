@@ -56,7 +56,10 @@ class CircuitOpenError(CircuitBreakerError):
 
     def __str__(self) -> str:
         retry_after = self.retry_after
-        hint = "no retry time is known" if retry_after is None else f"retry in {retry_after:.3g} s"
+        if retry_after is None:
+            hint = "no retry time is known"
+        else:  # to the millisecond, no trailing zeros: "retry in 12.5 s", "retry in 3600 s"
+            hint = f"retry in {f'{retry_after:.3f}'.rstrip('0').rstrip('.')} s"
         return f"circuit {self.service!r} is {self.reason}; {hint}"
 
 

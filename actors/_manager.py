@@ -96,12 +96,12 @@ class CircuitBreakerManager:
     async def update_config(self, config: CircuitBreakerConfig | Mapping[str, Any]) -> list[str]:
         """Put ``config`` in force; restart the breakers whose settings changed (state kept).
 
-        Returns the names of those breakers. A mapping is checked first, like the TOML
-        ``[circuitbreaker]`` table; on any problem :class:`ConfigError` and nothing changes.
+        Returns the names of those breakers. ``config`` (a Struct or a mapping like the
+        TOML ``[circuitbreaker]`` table) is checked whole first; on any problem
+        :class:`ConfigError` and nothing changes.
         """
         self._check_running()
-        if not isinstance(config, CircuitBreakerConfig):
-            config = parse_circuitbreaker(config)
+        config = parse_circuitbreaker(config)
         old, self._config = self._config, config
         replies: list[Reply] = []
         changed = []
@@ -152,8 +152,8 @@ def _circuitbreaker_config(
     if config is None:
         return CircuitBreakerConfig()
     if isinstance(config, Config):
-        return config.circuitbreaker
-    return config
+        config = config.circuitbreaker
+    return parse_circuitbreaker(config)  # checks a config built in Python
 
 
 @asynccontextmanager
@@ -186,7 +186,9 @@ async def open_circuit_breaker(
     """One breaker without a manager of your own; ``settings`` as in ``[circuitbreaker.global]``."""
     if settings is None:
         settings = Settings()
-    elif not isinstance(settings, Settings):
+    elif isinstance(settings, Settings):
+        settings = parse_circuitbreaker(CircuitBreakerConfig(global_=settings)).global_
+    else:
         settings = parse_circuitbreaker({"global": dict(settings)}).global_
     async with open_circuit_breakers(CircuitBreakerConfig(global_=settings)) as manager:
         yield await manager.get_circuit_breaker(name)

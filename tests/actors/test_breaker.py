@@ -716,3 +716,121 @@ def test_circuit_open_error_pickles_and_prints() -> None:
     assert str(again) == str(error) == "circuit 'db' is open; retry in 12.5 s"
     forced = CircuitOpenError("db", None, reason="forced open")
     assert str(forced) == "circuit 'db' is forced open; no retry time is known"
+
+
+# --- review findings ------------------------------------------------------------------
+
+
+async def test_group_left_over_by_the_timeout_still_reports_and_frees_the_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The operation's nursery turns the guard's timeout into Cancelled + ValueError; the
+    # timeout scope catches its Cancelled and re-raises the rest as a group. That is a
+    # failure of the trial: it must be counted and must not keep the trial slot.
+    async def messy() -> None:
+        async def child() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise ValueError("cleanup failed")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+            await trio.sleep_forever()
+
+    async def guarded(breaker: CircuitBreaker) -> None:
+        async with breaker.guard():
+            await messy()
+
+    settings = msgspec.structs.replace(SETTINGS, success_threshold=1)
+    with trio.fail_after(1000):
+        async with open_circuit_breaker("db", settings) as breaker:
+            for use_guard in (True, False):
+                await fail_times(breaker, SETTINGS.failure_threshold)
+                await trio.sleep(RESET)
+                with pytest.raises(ExceptionGroup) as info:
+                    await (guarded(breaker) if use_guard else breaker.execute(messy))
+                assert info.group_contains(ValueError, match=r"^cleanup failed$")
+                await trio.testing.wait_all_tasks_blocked()
+                stats = breaker.stats()
+                assert (stats.state, stats.in_flight) == ("open", 0)  # the trial failed
+                await trio.sleep(RESET)
+                assert await breaker.execute(ok) == "ok"  # a trial slot is free again
+                await trio.testing.wait_all_tasks_blocked()
+                assert breaker.stats().state == "closed"
+
+
+async def test_callers_cancelled_while_asking_count_no_rejection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Callers ask the actor for a trial slot (all taken) and are cancelled from outside a
+    # pass or two later: some before the answer, some after it came but before they saw
+    # it. Only the rejections callers actually received may be counted.
+    settings = msgspec.structs.replace(SETTINGS, success_threshold=1)
+    seen = 0
+
+    async def caller(scopes: list[trio.CancelScope]) -> None:
+        nonlocal seen
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            try:
+                await breaker.execute(ok)
+            except CircuitOpenError:
+                seen += 1
+
+    with trio.fail_after(100):
+        async with open_circuit_breaker("db", settings) as breaker:
+            await fail_times(breaker, SETTINGS.failure_threshold)
+            await trio.sleep(RESET)
+            async with trio.open_nursery() as holder:
+                holder.start_soon(breaker.execute, hang)  # holds the only trial slot
+                await trio.testing.wait_all_tasks_blocked()
+                rejected_before = breaker.stats().rejected_calls
+                for passes in range(1, 4):
+                    for _ in range(20):
+                        scopes: list[trio.CancelScope] = []
+                        async with trio.open_nursery() as nursery:
+                            for _ in range(5):
+                                nursery.start_soon(caller, scopes)
+                            for _ in range(passes):
+                                await trio.lowlevel.cancel_shielded_checkpoint()
+                            for scope in scopes:
+                                scope.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                assert 0 < seen < 300
+                assert breaker.stats().rejected_calls - rejected_before == seen
+                holder.cancel_scope.cancel()
+
+
+async def test_a_sync_function_is_a_mistake_not_a_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls: list[int] = []
+
+    def sync(n: int) -> int:
+        calls.append(n)
+        return n
+
+    settings = msgspec.structs.replace(SETTINGS, success_threshold=1)
+    message = r"returned int, not an awaitable: pass an async function"
+    with trio.fail_after(100):
+        async with open_circuit_breaker("db", settings) as breaker:
+            for n in range(5):
+                with pytest.raises(TypeError, match=message):
+                    await breaker.execute(sync, n)  # type: ignore[arg-type]
+            stats = breaker.stats()
+            assert (stats.state, stats.total_calls, stats.in_flight) == ("closed", 0, 0)
+            await fail_times(breaker, SETTINGS.failure_threshold)
+            await trio.sleep(RESET)
+            with pytest.raises(TypeError, match=message):  # in half-open: slot given back
+                await breaker.execute(sync, 9)  # type: ignore[arg-type]
+            assert await breaker.execute(ok) == "ok"
+            await trio.testing.wait_all_tasks_blocked()
+            assert breaker.stats().state == "closed"
+            assert calls == [0, 1, 2, 3, 4, 9]
+
+
+def test_retry_after_is_shown_in_plain_seconds() -> None:
+    assert str(CircuitOpenError("db", 3600.0)).endswith("retry in 3600 s")
+    assert str(CircuitOpenError("db", 0.25)).endswith("retry in 0.25 s")
+    assert str(CircuitOpenError("db", 29.9996)).endswith("retry in 30 s")

@@ -462,3 +462,30 @@ async def test_an_error_in_the_block_arrives_unwrapped(
 
     with trio.fail_after(100), pytest.raises(Boom, match=r"^from the block$"):
         await body()
+
+
+async def test_configs_built_in_python_are_checked_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # msgspec does not check a Struct made by calling it; the engine must.
+    bad_settings = Settings(implementation_type="bogus", failure_threshold=0)  # type: ignore[arg-type]
+    threshold = r"circuitbreaker\.global\.failure_threshold: expected an integer >= 1, got 0"
+    with trio.fail_after(100):
+        with pytest.raises(ConfigError, match=threshold):
+            async with open_circuit_breaker("svc", Settings(failure_threshold=0)):
+                raise AssertionError("not reached")  # pragma: no cover
+        with pytest.raises(ConfigError, match=r'implementation_type: expected one of "rssafe"'):
+            async with open_circuit_breakers(CircuitBreakerConfig(global_=bad_settings)):
+                raise AssertionError("not reached")  # pragma: no cover
+        async with open_circuit_breakers(CONFIG) as manager:
+            api = await manager.get_circuit_breaker("api")
+            with pytest.raises(ConfigError, match=threshold) as info:
+                await manager.update_config(CircuitBreakerConfig(global_=bad_settings))
+            assert len(info.value.problems) == 2
+            with pytest.raises(
+                ConfigError,
+                match=r"^circuitbreaker\.profiles\.api\.failure_threshold: expected an integer",
+            ):
+                await manager.update_profile("api", Profile(failure_threshold=-3))
+            assert manager.config is CONFIG
+            assert api.stats().restarts == 0
