@@ -1,4 +1,8 @@
-"""``python -m web``: the ``tripwire`` command, ``serve`` when no command is given."""
+"""``python -m web``: the ``tripwire`` command, ``serve`` when no command is given.
+
+``python -m web --help`` (or ``-h``, or any options without a command) is
+``tripwire serve --help``; only ``--version`` stays the top-level option.
+"""
 
 import sys
 
@@ -8,9 +12,10 @@ _COMMANDS = ("serve", "check", "demo")
 
 
 def _argv(argv: list[str]) -> list[str]:
-    if any(arg in _COMMANDS for arg in argv) or {"-h", "--help", "--version"} & set(argv):
+    if (argv and argv[0] in _COMMANDS) or "--version" in argv:
         return argv
     return ["serve", *argv]
 
 
-sys.exit(main(_argv(sys.argv[1:])))
+if __name__ == "__main__":
+    sys.exit(main(_argv(sys.argv[1:])))

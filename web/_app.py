@@ -26,6 +26,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.routing import PathConverter
 
 from actors import (
     FORCE_ACTIONS,
@@ -103,6 +104,16 @@ def _invalid(problems: Iterable[Problem]) -> ApiError:
     problems = list(problems)
     count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
     return ApiError(422, f"validation failed ({count}); nothing was changed", problems)
+
+
+class ServiceNameConverter(PathConverter):
+    """The ``<service:name>`` of a URL: everything after ``/services/``, slashes included
+    (``a%2Fb`` arrives as ``a/b``), so that a name outside the rule reaches
+    :func:`_check_name` (422) instead of matching no route (404). A path ending in
+    ``/force`` is left to the force route (``<path:name>/force``), so other methods there
+    stay a 405."""
+
+    regex = r"(?!.*/force$)[^/].*?"
 
 
 def _check_name(name: str) -> None:
@@ -183,6 +194,7 @@ def create_app(
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False  # OPTIONS is a 405 in the envelope too
+    app.url_map.converters["service"] = ServiceNameConverter
 
     @app.before_request
     async def authorize() -> Response | None:
@@ -268,7 +280,7 @@ def create_app(
         names = manager.services()
         return success({"services": names, "count": len(names)})
 
-    @app.get(f"{PREFIX}/services/<name>")
+    @app.get(f"{PREFIX}/services/<service:name>")
     async def one_service(name: str) -> Response:
         _check_name(name)
         try:
@@ -277,7 +289,7 @@ def create_app(
             raise ApiError(404, str(exc)) from None
         return success(stats)
 
-    @app.put(f"{PREFIX}/services/<name>")
+    @app.put(f"{PREFIX}/services/<service:name>")
     async def put_profile(name: str) -> Response:
         _check_name(name)
         profile = await _checked_member(
@@ -298,7 +310,7 @@ def create_app(
             }
         )
 
-    @app.post(f"{PREFIX}/services/<name>/force")
+    @app.post(f"{PREFIX}/services/<path:name>/force")
     async def force(name: str) -> Response:
         _check_name(name)
         action, problems = _member(await _read_json(), "action", '{"action": "open"}')

@@ -115,8 +115,15 @@ def _setup_logging(
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING)  # we log where we listen
 
 
-def _check_bind(bind: str, token: str | None, *, insecure: bool, env: str) -> str | None:
-    """The reason not to start on ``bind``, or None."""
+def _check_bind(
+    bind: str, token: str | None, *, insecure: bool, env: str, offer_insecure: bool = False
+) -> str | None:
+    """The reason not to start on ``bind``, or None.
+
+    A malformed ``bind`` is refused saying only what is wrong with it; a non-loopback one
+    with no token is refused naming the fixes, ``--insecure`` among them when
+    ``offer_insecure`` (the command has that option).
+    """
     try:
         host, _ = parse_bind(bind)
     except ValueError as exc:
@@ -128,6 +135,7 @@ def _check_bind(bind: str, token: str | None, *, insecure: bool, env: str) -> st
         return (
             f"refusing to serve on non-loopback address {bind} with no API token: set the "
             f"environment variable {env} or bind to 127.0.0.1"
+            + (" (or pass --insecure to allow it)" if offer_insecure else "")
         )
     return None
 
@@ -161,9 +169,9 @@ def _serve(args: argparse.Namespace) -> int:
     bind = args.bind or config.server.bind
     token = token_from_env(config.server)
     env = config.server.api_token_env
-    reason = _check_bind(bind, token, insecure=args.insecure, env=env)
+    reason = _check_bind(bind, token, insecure=args.insecure, env=env, offer_insecure=True)
     if reason is not None:
-        return _error(f"{reason} (or pass --insecure to allow it)")
+        return _error(reason)
     log.info(
         "config %s; PUT/POST %s",
         path or "built-in",

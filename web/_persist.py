@@ -1,10 +1,17 @@
 """Writing accepted changes back to the config file.
 
 Only the ``[circuitbreaker]`` part of the document changes; comments, key order,
-formatting and every other section (``[server]``) are kept (tomlkit edits the document in
-place). Values are written in canonical form (``"1m30s"``), each keeping its comment. The
-new text is checked to read back as exactly the config that will be put in force, then
-written atomically: a temporary file in the same folder, fsync, ``os.replace``.
+formatting and every other section (``[server]``) are kept. Values are written in
+canonical form (``"1m30s"``).
+
+The part is first edited in place (tomlkit), each value keeping its comment. Some
+layouts cannot take new tables in place (dotted keys such as
+``profiles.database.failure_threshold = 2`` under ``[circuitbreaker]``): then the whole
+``[circuitbreaker]`` part is rebuilt as standard tables where it was (or, failing that, at
+the end), keeping everything outside it. Either way the new text must read back (as
+``load_config`` reads it) as exactly the config that will be put in force, or nothing is
+written. It is written atomically: a temporary file in the same folder, fsync,
+``os.replace``.
 """
 
 from __future__ import annotations
@@ -12,13 +19,16 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import tomli
 import tomlkit
 import tomlkit.exceptions
 import tomlkit.items
+from tomlkit.items import Comment, Whitespace
 
 from actors import (
     CircuitBreakerConfig,
@@ -76,32 +86,147 @@ def _sync(
 
 
 def render_config(text: str, config: CircuitBreakerConfig) -> str:
-    """The config file ``text`` with its ``[circuitbreaker]`` part saying ``config``."""
+    """The config file ``text`` with its ``[circuitbreaker]`` part saying ``config``.
+
+    Edited in place when that reads back right; else the part rebuilt as standard tables
+    where it was, else at the end; else :class:`PersistError` (nothing to write).
+    """
+    _parse(text)  # an unparsable file is reported as such
+    wanted = config_to_builtins(config)
+    attempts: list[Callable[[tomlkit.TOMLDocument], str]] = [
+        partial(_edit_in_place, wanted=wanted),
+        partial(_rebuild, wanted=wanted, at_end=False),
+        partial(_rebuild, wanted=wanted, at_end=True),
+    ]
+    problem = PersistError("the updated file would not read back as the new config")
+    for attempt in attempts:
+        try:
+            return _checked(attempt(_parse(text)), config)
+        except PersistError as exc:
+            problem = exc
+        except (tomlkit.exceptions.TOMLKitError, ValueError, TypeError, KeyError) as exc:
+            # a layout tomlkit cannot change this way: try the next one
+            problem = PersistError(f"cannot update the file: {type(exc).__name__}: {exc}")
+    raise problem
+
+
+def _parse(text: str) -> tomlkit.TOMLDocument:
     try:
-        document = tomlkit.parse(text)
+        return tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as exc:
         raise PersistError(f"cannot parse the current file: {exc}") from None
-    wanted = config_to_builtins(config)
+
+
+def _edit_in_place(document: tomlkit.TOMLDocument, wanted: dict[str, Any]) -> str:
+    """Edit ``document``'s ``[circuitbreaker]`` tables, touching as little as possible
+    (no table is added that would stay empty)."""
+    set_globally = any(_DEFAULTS.get(k, _MISSING) != v for k, v in wanted["global"].items())
+    if "circuitbreaker" not in document and not set_globally and not wanted["profiles"]:
+        return tomlkit.dumps(document)
     circuitbreaker = _subtable(document, "circuitbreaker", super_table=True)
-    _sync(_subtable(circuitbreaker, "global", super_table=False), wanted["global"], _DEFAULTS)
+    if "global" in circuitbreaker or set_globally:
+        global_ = _subtable(circuitbreaker, "global", super_table=False)
+        _sync(global_, wanted["global"], _DEFAULTS)
+    if "profiles" not in circuitbreaker and not wanted["profiles"]:
+        return tomlkit.dumps(document)
     profiles = _subtable(circuitbreaker, "profiles", super_table=True)
     for name in list(profiles):
         if name not in wanted["profiles"]:
             del profiles[name]
     for name, fields in wanted["profiles"].items():
         _sync(_subtable(profiles, name, super_table=False), fields, {})
-    new_text = tomlkit.dumps(document)
-    _check_round_trip(new_text, config)
-    return new_text
+    return tomlkit.dumps(document)
 
 
-def _check_round_trip(text: str, config: CircuitBreakerConfig) -> None:
+def _rebuild(document: tomlkit.TOMLDocument, wanted: dict[str, Any], *, at_end: bool) -> str:
+    """``document`` with its ``[circuitbreaker]`` part, in whatever layout, replaced by
+    standard tables: where the part starts, or ``at_end``.
+
+    Everything else stays in order; the comments and blank lines that end the old part
+    (those before the next section, as tomlkit sees them) stay where they were. Global
+    fields written in the file stay written; the others only when not the default.
+    """
+    old = document.unwrap().get("circuitbreaker")
+    old_global = old.get("global") if isinstance(old, dict) else None
+    written = set(old_global) if isinstance(old_global, dict) else set()
+    new = tomlkit.table(is_super_table=True)
+    fields = {
+        key: value
+        for key, value in wanted["global"].items()
+        if key in written or _DEFAULTS.get(key, _MISSING) != value
+    }
+    if fields or not wanted["profiles"]:
+        new["global"] = _standard_table(fields)
+    if wanted["profiles"]:
+        profiles = tomlkit.table(is_super_table=True)
+        for name, profile in wanted["profiles"].items():
+            profiles[name] = _standard_table(profile)
+        new["profiles"] = profiles
+
+    rebuilt = tomlkit.document()
+    rebuilt.parsing(True)  # the items kept are copied as they were, spacing included
+    placed = gap = False
+    for key, item in document.body:
+        if gap and not isinstance(item, Whitespace):
+            _blank_line(rebuilt)
+        gap = False
+        if key is None or key.key != "circuitbreaker":
+            rebuilt.append(key, item)
+            continue
+        if not placed and not at_end:
+            _blank_line(rebuilt)
+            rebuilt.append("circuitbreaker", new)
+            gap = True
+        placed = True
+        for trivia in _trailing_trivia(item):  # the comments before the next section
+            if gap and not isinstance(trivia, Whitespace):
+                _blank_line(rebuilt)
+            gap = False
+            rebuilt.append(None, trivia)
+    if at_end or not placed:
+        _blank_line(rebuilt)
+        rebuilt.append("circuitbreaker", new)
+    return tomlkit.dumps(rebuilt)
+
+
+def _blank_line(document: tomlkit.TOMLDocument) -> None:
+    """End ``document`` with a blank line, unless it is empty or already does."""
+    text = tomlkit.dumps(document)
+    while text and not text.endswith("\n\n"):
+        document.append(None, tomlkit.nl())
+        text += "\n"
+
+
+def _standard_table(fields: dict[str, Any]) -> tomlkit.items.Table:
+    table = tomlkit.table()
+    for key, value in fields.items():
+        table[key] = value
+    return table
+
+
+def _trailing_trivia(item: object) -> list[Comment | Whitespace]:
+    """The comments and blank lines at the end of a (standard) table, sub-tables included."""
+    if not isinstance(item, tomlkit.items.Table):
+        return []
+    body = item.value.body
+    index = len(body)
+    while index > 0 and isinstance(body[index - 1][1], Comment | Whitespace):
+        index -= 1
+    trailing = [trivia for _, trivia in body[index:] if isinstance(trivia, Comment | Whitespace)]
+    if index > 0 and index == len(body):
+        return _trailing_trivia(body[-1][1])
+    return trailing
+
+
+def _checked(text: str, config: CircuitBreakerConfig) -> str:
+    """``text``, once it reads back (as ``load_config`` reads it) as ``config``."""
     try:
-        written = parse_config(tomlkit.parse(text).unwrap()).circuitbreaker
-    except (tomlkit.exceptions.TOMLKitError, ConfigError) as exc:
+        written = parse_config(tomli.loads(text)).circuitbreaker
+    except (tomli.TOMLDecodeError, ConfigError) as exc:
         raise PersistError(f"the updated file would not be valid: {exc}") from None
     if written != config:
         raise PersistError("the updated file would not read back as the new config")
+    return text
 
 
 def write_config(path: str | os.PathLike[str], config: CircuitBreakerConfig) -> None:

@@ -49,8 +49,10 @@ class StartupError(Exception):
 def parse_bind(text: str) -> tuple[str, int]:
     """``"127.0.0.1:8080"`` → ``("127.0.0.1", 8080)``; ``"[::1]:0"`` → ``("::1", 0)``."""
     match = _BIND.fullmatch(text)
-    if match is None or int(match[2]) > 65535:
+    if match is None:
         raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8080, got {text!r}")
+    if int(match[2]) > 65535:
+        raise ValueError(f"port {int(match[2])} out of range (0 to 65535) in {text!r}")
     return match[1].strip("[]"), int(match[2])
 
 

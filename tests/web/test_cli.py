@@ -105,6 +105,22 @@ def test_serve_refuses_a_public_bind_without_token(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("bind", "message"),
+    [
+        ("127.0.0.1:99999", "bind: port 99999 out of range (0 to 65535) in '127.0.0.1:99999'"),
+        ("localhost", "bind: expected HOST:PORT such as 127.0.0.1:8080, got 'localhost'"),
+    ],
+)
+def test_serve_a_malformed_bind_says_only_what_is_wrong(
+    tmp_path: Path, bind: str, message: str
+) -> None:
+    result = run(["serve", "--bind", bind], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"tripwire: error: {message}"
+    assert "--insecure" not in result.stderr
+
+
 def test_serve_on_a_taken_port_exits_2(tmp_path: Path) -> None:
     import socket
 
@@ -172,3 +188,44 @@ def test_a_malformed_bind_is_refused() -> None:
     assert _check_bind("8080", None, insecure=False, env="T") == (
         "bind: expected HOST:PORT such as 127.0.0.1:8080, got '8080'"
     )
+
+
+def test_only_the_public_bind_refusal_offers_insecure() -> None:
+    refusal = _check_bind("0.0.0.0:80", None, insecure=False, env="T", offer_insecure=True)
+    assert refusal is not None
+    assert refusal.endswith(" (or pass --insecure to allow it)")
+    refusal = _check_bind("0.0.0.0:80", None, insecure=False, env="T")  # demo: no such option
+    assert refusal is not None
+    assert "--insecure" not in refusal
+    malformed = _check_bind("localhost", None, insecure=False, env="T", offer_insecure=True)
+    assert malformed == "bind: expected HOST:PORT such as 127.0.0.1:8080, got 'localhost'"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_python_m_web_help_is_serve_help(tmp_path: Path, flag: str) -> None:
+    result = subprocess.run(
+        [*PYTHON_M_WEB, flag], cwd=tmp_path, env=child_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tripwire serve [-h] [--config PATH]")
+    assert "--insecure" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["serve"]),
+        (["--help"], ["serve", "--help"]),
+        (["-h"], ["serve", "-h"]),
+        (["--bind", "127.0.0.1:0", "--help"], ["serve", "--bind", "127.0.0.1:0", "--help"]),
+        (["--config", "check"], ["serve", "--config", "check"]),  # a file named "check"
+        (["--version"], ["--version"]),
+        (["check", "c.toml"], ["check", "c.toml"]),
+        (["demo", "--help"], ["demo", "--help"]),
+        (["serve", "--help"], ["serve", "--help"]),
+    ],
+)
+def test_python_m_web_arguments(argv: list[str], expected: list[str]) -> None:
+    from web.__main__ import _argv
+
+    assert _argv(argv) == expected

@@ -122,7 +122,7 @@ async def test_one_unknown_service_is_404(api: Api) -> None:
     assert "nobody" in body["error"]
 
 
-@pytest.mark.parametrize("name", ["a" * 65, "a b", "caf\u00e9", "x!"])
+@pytest.mark.parametrize("name", ["a" * 65, "a b", "caf\u00e9", "x!", "a%2Fb", "a/b", "x/"])
 async def test_bad_name_is_422_before_any_lookup(api: Api, name: str) -> None:
     for response in [
         await api.client.get(f"{API}/services/{name}"),
@@ -133,6 +133,26 @@ async def test_bad_name_is_422_before_any_lookup(api: Api, name: str) -> None:
         assert [d["path"] for d in body["details"]] == ["name"]
     assert api.manager.services() == []
     assert name not in api.manager.config.profiles
+
+
+async def test_a_name_with_a_slash_is_422_not_404(api: Api) -> None:
+    body = error(await api.client.get(f"{API}/services/a%2Fb"), 422)
+    [detail] = body["details"]
+    assert detail["path"] == "name"
+    assert "invalid service name" in detail["message"]
+    assert "a/b" in detail["message"]
+
+
+@pytest.mark.parametrize("name", ["x", "a%2Fb", "a/b"])
+async def test_other_methods_on_force_are_405(api: Api, name: str) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        response = await api.client.request(method, f"{API}/services/{name}/force")
+        error(response, 405)
+        assert response.headers["allow"] == "POST"
+    response = await api.client.post(f"{API}/services/{name}", json={"action": "open"})
+    error(response, 405)
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT"}
+    assert api.manager.services() == []
 
 
 async def test_unknown_route_and_method_use_the_envelope(api: Api) -> None:
@@ -446,6 +466,30 @@ async def test_changes_survive_a_restart(config_path: Path) -> None:
         stop.set()
     assert expected["config"]["global"]["reset_timeout"] == "45s"
     assert expected["config"]["profiles"] == {"a": {}, "b": {"failure_threshold": 9}}
+
+
+async def test_a_file_with_dotted_keys_is_persisted(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    await trio.Path(path).write_text(
+        "[circuitbreaker]\n"
+        "global.failure_threshold = 4\n"
+        "profiles.database.failure_threshold = 2\n"
+        "\n[server]\npersist_changes = true\n"
+    )
+    async with running_api(load_config(path), path) as api:
+        response = await api.client.put(
+            f"{API}/services/search", json={"profile": {"failure_threshold": 7}}
+        )
+        ok(response)
+        expected = config_to_builtins(api.manager.config)
+    written = load_config(path)
+    assert config_to_builtins(written.circuitbreaker) == expected
+    assert expected["global"]["failure_threshold"] == 4
+    assert expected["profiles"] == {
+        "database": {"failure_threshold": 2},
+        "search": {"failure_threshold": 7},
+    }
+    assert written.server.persist_changes
 
 
 async def test_persist_changes_false_keeps_changes_in_memory(config_path: Path) -> None:

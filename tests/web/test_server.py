@@ -24,9 +24,15 @@ def test_parse_bind(text: str, expected: tuple[str, int]) -> None:
     assert parse_bind(text) == expected
 
 
-@pytest.mark.parametrize("text", ["8080", "host:", ":80", "h:65536", "a b:1", "::1:80"])
+@pytest.mark.parametrize("text", ["8080", "host:", ":80", "a b:1", "::1:80", "localhost"])
 def test_parse_bind_rejects(text: str) -> None:
     with pytest.raises(ValueError, match=r"^expected HOST:PORT such as 127\.0\.0\.1:8080, got "):
+        parse_bind(text)
+
+
+@pytest.mark.parametrize("text", ["h:65536", "127.0.0.1:99999"])
+def test_parse_bind_rejects_a_port_out_of_range(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^port \d+ out of range \(0 to 65535\) in "):
         parse_bind(text)
 
 
