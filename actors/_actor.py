@@ -1,8 +1,8 @@
 """A breaker's actor: the only writer of its state.
 
 Each service has a :class:`Cell`, owned by the supervisor: the mailbox (a memory channel),
-the latest published :class:`~actors._policy.View`, and two counters the handles keep
-themselves (calls in flight, rejections made from the view). An actor *incarnation*
+the latest published :class:`~actors._policy.View`, and what the handles count themselves
+(calls in flight, rejections, successes that cannot change the state). An actor *incarnation*
 (:func:`run_actor`) takes messages from the cell's mailbox in batches, applies them to a
 :class:`~actors._policy.Breaker`, publishes the new view, and sleeps until the next message
 or its next deadline. Because the mailbox and the view belong to the cell, a new
@@ -34,9 +34,9 @@ class Cell:
 
     Successes that cannot change the state (see ``_breaker._succeeded``) are not sent to
     the actor: the handle adds them to ``successes``, and ``view`` shows the published
-    view with them counted. The actor folds them into its breaker when it publishes;
-    assigning ``view`` (a view read from ``view`` just before, or built by the actor)
-    takes them as counted.
+    view with them counted. The actor folds them into its breaker when it publishes
+    (:meth:`publish` takes them as counted). ``quiet`` is False while a failure report
+    may be on its way to the actor: successes must then queue up behind it.
     """
 
     __slots__ = (
@@ -79,8 +79,9 @@ class Cell:
             successful_calls=view.successful_calls + successes,
         )
 
-    @view.setter
-    def view(self, view: View) -> None:
+    def publish(self, view: View) -> None:
+        """Make ``view`` the published one. It must count every success the handles
+        counted so far (``view`` read just before, or the actor's own after folding)."""
         self.published = view
         self.successes = 0
 
@@ -91,7 +92,7 @@ def _publish(cell: Cell, breaker: Breaker) -> None:
     if successes:
         breaker.total_calls += successes
         breaker.successful_calls += successes
-    cell.view = breaker.view()
+    cell.publish(breaker.view())
 
 
 def wall_clock_offset() -> float:
@@ -130,7 +131,7 @@ async def run_actor(cell: Cell, start: Restart) -> Restart:
     cell.batch = start.backlog
     now = trio.current_time()
     breaker = Breaker(cell.view, start.settings, now, _listener(cell.name))
-    cell.view = breaker.view()
+    cell.publish(breaker.view())
     if start.reply is not None:
         start.reply.set(cell.view)
     receive = cell.receive

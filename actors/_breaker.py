@@ -17,16 +17,16 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from types import CoroutineType, TracebackType
-from typing import Any, ParamSpec, TypeVar, TypeVarTuple, Unpack
+from typing import Any, Final, ParamSpec, TypeVar, TypeVarTuple, Unpack
 
 import trio
 
 from ._actor import Cell
-from ._exceptions import CircuitBreakerError, CircuitOpenError, OperationTimeoutError
+from ._exceptions import CircuitOpenError, OperationTimeoutError, engine_stopped
 from ._messages import Admit, Outcome, Reply
 from ._policy import Kind, Mode, Rejection, View
 from ._stats import Stats, stats_of
-from ._supervisor import PASS_THROUGH
+from ._supervisor import PASS_THROUGH, SHUT_DOWN
 
 __all__ = ["CircuitBreaker"]
 
@@ -87,22 +87,37 @@ def _succeeded(cell: Cell, epoch: int) -> None:
         pass
 
 
-class _NotAwaitableError(TypeError):
-    pass
+def _call(fn: Callable[[Unpack[Ts]], Awaitable[T]], args: tuple[*Ts]) -> Awaitable[T]:
+    """``fn(*args)``, which must give something to await.
 
-
-def _checked(fn: object, returned: Awaitable[T]) -> Awaitable[T]:
-    """``returned`` if it can be awaited; else the caller passed a sync function."""
-    if inspect.isawaitable(returned):
-        return returned
-    raise _NotAwaitableError(
-        f"{fn!r} returned {type(returned).__name__}, not an awaitable: pass an async "
+    Nothing of an async function runs until it is awaited, so an exception here (wrong
+    arguments, a sync function) is a mistake in the call, not an outcome of the service:
+    it propagates without being counted.
+    """
+    awaitable = fn(*args)
+    if type(awaitable) is CoroutineType or inspect.isawaitable(awaitable):
+        return awaitable
+    raise TypeError(
+        f"{fn!r} returned {type(awaitable).__name__}, not an awaitable: pass an async "
         "function and its arguments, as in execute(fn, *args)"
     )
 
 
-def _stopped(name: str) -> CircuitBreakerError:
-    return CircuitBreakerError(name, f"circuit {name!r}: the circuit-breaker engine has stopped")
+_YIELD_EVERY: Final = 64
+
+
+async def _rejection_point(cell: Cell) -> None:
+    """Where a rejection decided from the view checks for cancellation, and lets other
+    tasks run every ``_YIELD_EVERY`` rejections of the breaker.
+
+    A full schedule point costs more than the whole rejection (docs/benchmarks.md), so
+    most rejections only check for cancellation; yielding now and then keeps a loop that
+    retries without sleeping from freezing the rest of the program until ``retry_at``.
+    """
+    if cell.rejected % _YIELD_EVERY:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    else:
+        await trio.lowlevel.checkpoint()
 
 
 class CircuitBreaker:
@@ -130,32 +145,25 @@ class CircuitBreaker:
         if mode is not _CLOSED:
             if mode is _OPEN:
                 # Open, before its deadline: reject here, without an object or a round trip.
-                # Like _Guard, a cancellation point (not a schedule point).
                 now = trio.current_time()
                 if now < view.retry_at:
-                    await trio.lowlevel.checkpoint_if_cancelled()
+                    await _rejection_point(cell)
                     raise _rejected(cell, view, now)
             async with _Guard(cell) as guard:
-                awaitable = fn(*args)
-                if type(awaitable) is not CoroutineType:
-                    try:
-                        awaitable = _checked(fn, awaitable)
-                    except _NotAwaitableError:
-                        guard.void()
-                        raise
+                try:
+                    awaitable = _call(fn, args)
+                except BaseException:
+                    guard.void()
+                    raise
                 return await awaitable
         # The hot path: closed, decided from the view with no round trip.
         epoch = view.epoch
         timeout = view.settings.operation_timeout.seconds
+        awaitable = _call(fn, args)
         cell.in_flight += 1
         try:
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-                awaitable = fn(*args)
-                if type(awaitable) is not CoroutineType:
-                    awaitable = _checked(fn, awaitable)
                 result = await awaitable
-        except _NotAwaitableError:
-            raise  # a mistake in the call, not an outcome of the service
         except Exception as exc:
             await _report_and_wait(cell, epoch, Kind.FAILURE, _describe(exc))
             raise
@@ -191,27 +199,32 @@ class CircuitBreaker:
 class _Guard:
     """Admission, timeout and outcome around a block; the general (not hot) path."""
 
-    __slots__ = ("_cell", "_closed", "_epoch", "_scope", "_timeout", "_void")
+    __slots__ = ("_cell", "_closed", "_entered", "_epoch", "_scope", "_timeout", "_void")
 
     def __init__(self, cell: Cell) -> None:
         self._cell = cell
         self._scope: trio.CancelScope | None = None
         self._void = False
+        self._entered = False
 
     async def _admit(self) -> None:
+        if self._entered:
+            raise RuntimeError("a guard is entered once: use breaker.guard() for each block")
+        self._entered = True
         cell = self._cell
         view = cell.published
         mode = view.mode
         self._closed = mode is Mode.CLOSED
-        await trio.lowlevel.checkpoint_if_cancelled()
         if mode is Mode.OPEN and (now := trio.current_time()) < view.retry_at:
+            await _rejection_point(cell)
             raise _rejected(cell, view, now)
+        await trio.lowlevel.checkpoint_if_cancelled()
         if mode is Mode.OPEN or mode is Mode.ASK:
             epoch = await _ask(cell)
             if epoch is PASS_THROUGH:
                 mode = Mode.PASS
         elif mode is Mode.SHUTDOWN:
-            raise _stopped(cell.name)
+            raise engine_stopped(cell.name)
         else:
             epoch = view.epoch
         if mode is Mode.PASS:
@@ -288,7 +301,7 @@ async def _ask(cell: Cell) -> Any:
     try:
         cell.send.send_nowait(Admit(reply))
     except trio.BrokenResourceError:
-        raise _stopped(cell.name) from None
+        raise engine_stopped(cell.name) from None
     try:
         answer = await reply.wait()
     except BaseException:
@@ -302,4 +315,5 @@ async def _ask(cell: Cell) -> Any:
     if isinstance(answer, Rejection):
         cell.rejected += 1  # counted here: a caller cancelled before its answer counts nothing
         raise CircuitOpenError(cell.name, answer.retry_after, reason=answer.reason)
-    raise _stopped(cell.name)
+    assert answer is SHUT_DOWN, answer
+    raise engine_stopped(cell.name)

@@ -74,6 +74,12 @@ class OperationTimeoutError(CircuitBreakerError):
         self.timeout = timeout
 
 
+def engine_stopped(service: str) -> CircuitBreakerError:
+    """The error for anything asked of a breaker once its engine has stopped."""
+    where = f"circuit {service!r}: " if service else ""
+    return CircuitBreakerError(service, f"{where}the circuit-breaker engine has stopped")
+
+
 class ForceRefusedError(CircuitBreakerError):
     """The breaker cannot be forced: it uses implementation_type noop."""
 

@@ -21,7 +21,7 @@ from ._config import (
     parse_profile,
     validate_service_name,
 )
-from ._exceptions import CircuitBreakerError, ForceRefusedError, UnknownServiceError
+from ._exceptions import ForceRefusedError, UnknownServiceError, engine_stopped
 from ._messages import Force, Reconfigure, Reply
 from ._stats import Stats, fresh_stats, stats_of
 from ._supervisor import supervise
@@ -46,9 +46,9 @@ class CircuitBreakerManager:
         self._handles: dict[str, CircuitBreaker] = {}
         self._closed = False
 
-    def _check_running(self) -> None:
+    def _check_running(self, name: str = "") -> None:
         if self._closed:
-            raise CircuitBreakerError("", "the circuit-breaker engine has stopped")
+            raise engine_stopped(name)
 
     @property
     def config(self) -> CircuitBreakerConfig:
@@ -71,7 +71,7 @@ class CircuitBreakerManager:
     def _breaker(self, name: str) -> CircuitBreaker:
         handle = self._handles.get(name)
         if handle is None:
-            self._check_running()
+            self._check_running(name)
             validate_service_name(name)
             cell = Cell(name, self._config.settings_for(name))
             self._nursery.start_soon(supervise, cell, name=f"tripwire:{name}")
@@ -115,6 +115,8 @@ class CircuitBreakerManager:
         for reply in replies:
             if not reply.answered:  # waiting on an answered reply still costs a scheduler pass
                 await reply.wait()
+            if isinstance(reply.value, Exception):
+                raise reply.value  # the engine stopped before the change was applied
         await trio.lowlevel.checkpoint()
         return changed
 
@@ -131,7 +133,7 @@ class CircuitBreakerManager:
         """Force ``name``'s breaker ``"open"``, ``"closed"`` or ``"half_open"``."""
         if action not in FORCE_ACTIONS:
             raise ValueError(f"unknown force action {action!r}; expected one of {FORCE_ACTIONS}")
-        self._check_running()
+        self._check_running(name)
         validate_service_name(name)
         if not self.is_known(name):
             raise UnknownServiceError(name)
@@ -174,9 +176,16 @@ async def open_circuit_breakers(
     except BaseExceptionGroup as group:
         # The actors never raise (their supervisor catches everything), so a group holds
         # what the block raised: hand that on as it was, not wrapped by the nursery.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        if len(group.exceptions) != 1:
+            raise
+        exc = group.exceptions[0]
+        cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
+        try:
+            raise exc
+        finally:  # undo what raising it here wrote into it
+            exc.__cause__, exc.__context__ = cause, context
+            exc.__suppress_context__ = suppress
+            del exc, group
 
 
 @asynccontextmanager
@@ -186,9 +195,7 @@ async def open_circuit_breaker(
     """One breaker without a manager of your own; ``settings`` as in ``[circuitbreaker.global]``."""
     if settings is None:
         settings = Settings()
-    elif isinstance(settings, Settings):
-        settings = parse_circuitbreaker(CircuitBreakerConfig(global_=settings)).global_
-    else:
+    elif not isinstance(settings, Settings):
         settings = parse_circuitbreaker({"global": dict(settings)}).global_
     async with open_circuit_breakers(CircuitBreakerConfig(global_=settings)) as manager:
         yield await manager.get_circuit_breaker(name)

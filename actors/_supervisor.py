@@ -19,7 +19,7 @@ import msgspec
 import trio
 
 from ._actor import Cell, Restart, run_actor
-from ._exceptions import CircuitBreakerError
+from ._exceptions import CircuitBreakerError, engine_stopped
 from ._messages import Admit, Force, Message, Outcome, Reconfigure
 from ._policy import Mode, State
 
@@ -88,35 +88,66 @@ def _drain(cell: Cell, batch: list[Message]) -> list[Message]:
 
 
 async def _run_failed(cell: Cell, exc: Exception, start: Restart) -> Restart:
-    """Answer everything as pass-through until a Reconfigure or Force message comes."""
+    """Let calls pass through until a new Reconfigure or Force message comes.
+
+    Outcomes of calls admitted before the failure are answered at once and kept for the
+    next incarnation, so none is lost and no half-open trial slot stays taken. Messages
+    that were already waiting when it failed do not restart it (they may be what keeps
+    crashing it): a Force among them is refused, a Reconfigure is taken as the settings to
+    restart with. A Force restarts with the settings in force, those of a reconfiguration
+    that crashed included.
+    """
     good = cell.view
-    cell.view = msgspec.structs.replace(
-        good, mode=Mode.PASS, state=State.FAILED, error=f"{type(exc).__name__}: {exc}"
-    )
+    settings = start.settings
+    error = f"{type(exc).__name__}: {exc}"
+
+    def publish_failed() -> None:
+        failed = msgspec.structs.replace(
+            good, settings=settings, mode=Mode.PASS, state=State.FAILED, error=error
+        )
+        cell.publish(failed)
+
+    publish_failed()
     cell.batch = []
     if start.reply is not None:
         start.reply.set(cell.view)
-    batch = start.backlog
+    kept: list[Message] = []
+    for message in start.backlog:
+        match message:
+            case Outcome(reply=reply):
+                if reply is not None:
+                    reply.set()
+                kept.append(message)
+            case Admit(reply=reply):
+                reply.set(PASS_THROUGH)
+            case Reconfigure(settings=new, reply=reply):
+                settings = new
+                publish_failed()
+                reply.set(cell.view)
+            case Force(reply=reply):
+                refusal = f"circuit {cell.name!r} failed ({error}); force it again to retry"
+                reply.set(CircuitBreakerError(cell.name, refusal))
     while True:
+        batch = _drain(cell, [await cell.receive.receive()])
         for index, message in enumerate(batch):
             match message:
                 case Outcome(reply=reply):
                     if reply is not None:
                         reply.set()
+                    kept.append(message)
                 case Admit(reply=reply):
                     reply.set(PASS_THROUGH)
-                case Reconfigure(settings=settings, reply=reply):
-                    cell.view = good
-                    return Restart(settings, reply, batch[index + 1 :])
+                case Reconfigure(settings=new, reply=reply):
+                    cell.publish(good)
+                    return Restart(new, reply, kept + batch[index + 1 :])
                 case Force():
-                    cell.view = good
-                    return Restart(good.settings, None, batch[index:])
-        batch = _drain(cell, [await cell.receive.receive()])
+                    cell.publish(good)
+                    return Restart(settings, None, kept + batch[index:])
 
 
 def _shut_down(cell: Cell) -> None:
     """The engine is stopping: answer whoever waits, refuse what comes later."""
-    cell.view = msgspec.structs.replace(cell.view, mode=Mode.SHUTDOWN)
+    cell.publish(msgspec.structs.replace(cell.view, mode=Mode.SHUTDOWN))
     for message in _drain(cell, cell.batch):
         match message:
             case Outcome(reply=reply):
@@ -125,10 +156,6 @@ def _shut_down(cell: Cell) -> None:
             case Admit(reply=reply):
                 reply.set(SHUT_DOWN)
             case Force(reply=reply) | Reconfigure(reply=reply):
-                reply.set(CircuitBreakerError(cell.name, _stopped(cell.name)))
+                reply.set(engine_stopped(cell.name))
     cell.batch = []
     cell.receive.close()
-
-
-def _stopped(name: str) -> str:
-    return f"circuit {name!r}: the circuit-breaker engine has stopped"

@@ -834,3 +834,40 @@ def test_retry_after_is_shown_in_plain_seconds() -> None:
     assert str(CircuitOpenError("db", 3600.0)).endswith("retry in 3600 s")
     assert str(CircuitOpenError("db", 0.25)).endswith("retry in 0.25 s")
     assert str(CircuitOpenError("db", 29.9996)).endswith("retry in 30 s")
+
+
+async def test_a_retry_loop_on_an_open_circuit_lets_other_tasks_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Rejections decided from the view are cheap and mostly not schedule points, but a
+    # loop that retries without sleeping must not freeze the other tasks until retry_at.
+    heartbeats = 0
+
+    async def heartbeat() -> None:
+        nonlocal heartbeats
+        for _ in range(10_000):
+            heartbeats += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(100):
+        async with open_circuit_breaker("db", SETTINGS) as breaker:
+            await fail_times(breaker, SETTINGS.failure_threshold)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(heartbeat)  # runs only when this task yields
+                for _ in range(1_000):
+                    with pytest.raises(CircuitOpenError):
+                        await breaker.execute(ok)
+                assert heartbeats >= 1_000 // 64 - 1
+                nursery.cancel_scope.cancel()
+
+
+async def test_a_guard_is_entered_once(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(100):
+        async with open_circuit_breaker("db", SETTINGS) as breaker:
+            guard = breaker.guard()
+            async with guard:
+                pass
+            with pytest.raises(RuntimeError, match=r"^a guard is entered once"):
+                async with guard:
+                    raise AssertionError("not reached")  # pragma: no cover
+            assert breaker.stats().total_calls == 1

@@ -441,13 +441,13 @@ async def test_manager_after_leaving_raises(autojump_clock: trio.testing.MockClo
     with trio.fail_after(100):
         async with open_circuit_breakers(CONFIG) as manager:
             await manager.get_circuit_breaker("api")
-        stopped = r"^the circuit-breaker engine has stopped$"
-        with pytest.raises(CircuitBreakerError, match=stopped):
+        stopped = "the circuit-breaker engine has stopped$"
+        with pytest.raises(CircuitBreakerError, match=f"^circuit 'new': {stopped}"):
             await manager.get_circuit_breaker("new")
-        with pytest.raises(CircuitBreakerError, match=stopped):
+        with pytest.raises(CircuitBreakerError, match=f"^circuit 'api': {stopped}"):
             await manager.force("api", "open")
         config = manager.config
-        with pytest.raises(CircuitBreakerError, match=stopped):
+        with pytest.raises(CircuitBreakerError, match=f"^{stopped}"):
             await manager.update_config(CircuitBreakerConfig())
         assert manager.config is config
 
@@ -489,3 +489,21 @@ async def test_configs_built_in_python_are_checked_too(
                 await manager.update_profile("api", Profile(failure_threshold=-3))
             assert manager.config is CONFIG
             assert api.stats().restarts == 0
+
+
+async def test_an_error_from_the_block_keeps_its_chain(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def body() -> None:
+        async with open_circuit_breakers(CONFIG):
+            table: dict[str, int] = {}
+            try:
+                table["k"]
+            except KeyError as exc:
+                raise Boom("wrapped") from exc
+
+    with trio.fail_after(100), pytest.raises(Boom) as info:
+        await body()
+    assert isinstance(info.value.__cause__, KeyError)
+    assert info.value.__context__ is info.value.__cause__
+    assert info.value.__suppress_context__  # as `raise ... from` left it

@@ -11,6 +11,7 @@ import trio.testing
 
 from actors import (
     CircuitBreakerConfig,
+    CircuitBreakerError,
     CircuitBreakerManager,
     CircuitOpenError,
     Duration,
@@ -206,13 +207,14 @@ async def test_failed_breaker_comes_back_on_reconfiguration(
         async with open_circuit_breakers(CONFIG) as manager:
             breaker = await crash_until_failed(manager, monkeypatch)
             monkeypatch.undo()
-            settings = await manager.update_profile("svc", {"failure_threshold": 2})
+            settings = await manager.update_profile("svc", {"failure_threshold": 4})
             stats = breaker.stats()
             assert (stats.state, stats.error, stats.settings) == ("closed", None, settings)
             assert stats.restarts == RESTART_LIMIT
-            # the state from before the message that crashed it: one failure, one success
-            assert (stats.total_calls, stats.failed_calls, stats.consecutive_failures) == (2, 1, 1)
-            await fail_times(breaker, 1)
+            # the state from before the message that crashed it (one success, one failure),
+            # then that message, kept while failed: its failure is not lost
+            assert (stats.total_calls, stats.failed_calls, stats.consecutive_failures) == (3, 2, 2)
+            await fail_times(breaker, 2)
             with pytest.raises(CircuitOpenError):
                 await breaker.execute(ok)
 
@@ -241,11 +243,15 @@ async def test_still_crashing_after_recovery_fails_again(
     with trio.fail_after(1000):
         async with open_circuit_breakers(CONFIG) as manager:
             breaker = await crash_until_failed(manager, monkeypatch)
-            await manager.force("svc", "closed")  # the patch is still in place
-            assert breaker.stats().state == "closed"
-            with pytest.raises(Boom):
-                await breaker.execute(boom)
+            # The patch is still in place: recovering replays the failure that was kept
+            # while failed, which crashes it again; the force is refused, once, with why.
+            refused = r"^circuit 'svc' failed \(Injected: injected into record\); force it again"
+            with pytest.raises(CircuitBreakerError, match=refused):
+                await manager.force("svc", "closed")
             assert breaker.stats().state == "failed"
+            assert await breaker.execute(ok) == "ok"  # still passing calls through
+            monkeypatch.undo()
+            assert (await manager.force("svc", "closed")).state == "closed"
 
 
 async def test_crashes_spread_over_time_keep_restarting(
@@ -332,3 +338,61 @@ async def test_calls_waiting_on_a_crashing_actor_do_not_hang(
 async def _expect(error: type[BaseException], fn: Any, *args: Any) -> None:
     with pytest.raises(error):
         await fn(*args)
+
+
+async def test_outcomes_of_calls_admitted_before_failing_are_kept(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two half-open trials are in flight when admissions start crashing the actor; they
+    # succeed while it is failed. Their outcomes count once it recovers, and their trial
+    # slots are free again: the breaker is not stuck half-open.
+    settings = msgspec.structs.replace(SETTINGS, success_threshold=2)
+    release = trio.Event()
+
+    async def trial() -> str:
+        await release.wait()
+        return "done"
+
+    with trio.fail_after(1000):
+        async with open_circuit_breakers(CircuitBreakerConfig(global_=settings)) as manager:
+            breaker = await manager.get_circuit_breaker("svc")
+            await fail_times(breaker, settings.failure_threshold)
+            await trio.sleep(RESET)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(breaker.execute, trial)
+                nursery.start_soon(breaker.execute, trial)
+                await trio.testing.wait_all_tasks_blocked()
+                crash_in(monkeypatch, "admit", lambda: True)
+                for _ in range(RESTART_LIMIT):
+                    await breaker.execute(ok)  # each crashes the actor; the last one passes
+                assert breaker.stats().state == "failed"
+                release.set()
+            await trio.testing.wait_all_tasks_blocked()
+            monkeypatch.undo()
+            await manager.update_profile("svc", {"reset_timeout": "2s"})
+            stats = breaker.stats()
+            assert (stats.state, stats.error) == ("closed", None)  # both trials counted
+            assert stats.successful_calls == 2
+
+
+async def test_force_after_a_crashed_reconfiguration_keeps_the_new_settings(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Breaker._apply_settings
+
+    def crash_on_seven(self: Breaker, old: Any, now: float) -> None:
+        if self.settings.failure_threshold == 7:
+            raise Injected("seven")
+        original(self, old, now)
+
+    with trio.fail_after(1000):
+        async with open_circuit_breakers(CONFIG) as manager:
+            breaker = await manager.get_circuit_breaker("svc")
+            monkeypatch.setattr(Breaker, "_apply_settings", crash_on_seven)
+            wanted = await manager.update_profile("svc", {"failure_threshold": 7})
+            stats = breaker.stats()
+            assert (stats.state, stats.settings) == ("failed", wanted)
+            monkeypatch.undo()
+            stats = await manager.force("svc", "closed")
+            assert (stats.state, stats.settings) == ("closed", wanted)
+            assert manager.config.settings_for("svc") == wanted
