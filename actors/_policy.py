@@ -176,7 +176,7 @@ class Breaker:
         """Admit a call (return the epoch it belongs to) or reject it."""
         self.tick(now)
         state = self.state
-        if state is State.CLOSED or self.settings.implementation_type == "noop":
+        if state is State.CLOSED:  # noop breakers are always closed
             return self.epoch
         if state is State.HALF_OPEN:
             if self.trials < self.settings.success_threshold:
