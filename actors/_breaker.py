@@ -4,9 +4,10 @@ A handle addresses a service's cell (mailbox + published view), never an actor
 incarnation, so it stays valid across reconfigurations and restarts. It runs the
 operation in the caller's task. What it may decide alone, from the view:
 
-- closed: admit at once; report a success without waiting (``send_nowait``); report a
-  failure and wait for the actor's acknowledgement, so that a caller calling one call
-  after another sees exact thresholds;
+- closed: admit at once; report a success without waiting (counted in the cell when it
+  cannot change the state, else ``send_nowait``); report a failure and wait for the
+  actor's acknowledgement, so that a caller calling one call after another sees exact
+  thresholds;
 - open, before the reset deadline: reject at once;
 - half-open, or open past its deadline: ask the actor, which alone rations trial slots.
 """
