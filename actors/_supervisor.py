@@ -112,14 +112,24 @@ async def _run_failed(cell: Cell, exc: Exception, start: Restart) -> Restart:
     if start.reply is not None:
         start.reply.set(cell.view)
     kept: list[Message] = []
-    for message in start.backlog:
+
+    def answered(message: Message) -> bool:
+        """Answer an outcome (kept) or an admission (passed through)."""
         match message:
             case Outcome(reply=reply):
                 if reply is not None:
                     reply.set()
                 kept.append(message)
+                return True
             case Admit(reply=reply):
                 reply.set(PASS_THROUGH)
+                return True
+        return False
+
+    for message in start.backlog:
+        match message:
+            case _ if answered(message):
+                pass
             case Reconfigure(settings=new, reply=reply):
                 settings = new
                 publish_failed()
@@ -131,12 +141,8 @@ async def _run_failed(cell: Cell, exc: Exception, start: Restart) -> Restart:
         batch = _drain(cell, [await cell.receive.receive()])
         for index, message in enumerate(batch):
             match message:
-                case Outcome(reply=reply):
-                    if reply is not None:
-                        reply.set()
-                    kept.append(message)
-                case Admit(reply=reply):
-                    reply.set(PASS_THROUGH)
+                case _ if answered(message):
+                    pass
                 case Reconfigure(settings=new, reply=reply):
                     cell.publish(good)
                     return Restart(new, reply, kept + batch[index + 1 :])

@@ -289,68 +289,32 @@ def per_call(n: int, repeats: int) -> Samples:
 
 
 def per_call_rows(s: Samples) -> list[Row]:
-    floor = s.median("floor")
-    rows = [
-        Row(
-            "1. closed call, op returns at once: execute",
-            us(s.median("execute")),
-            f"move_on_after+await {us(floor)}",
-            s.ratio("execute", "floor"),
-            "<= 1.25",
-            s.ratio("execute", "floor") <= 1.25,
-        ),
-        Row(
-            "1b. closed call, op yields once: execute",
-            us(s.median("execute_yield")),
-            f"move_on_after+await {us(s.median('floor_yield'))}",
-            s.ratio("execute_yield", "floor_yield"),
-            "(info)",
-            None,
-        ),
-        Row(
-            "2. open, rejection: execute",
-            us(s.median("reject")),
-            f"pybreaker {us(s.median('pybreaker_reject'))}",
-            s.ratio("reject", "pybreaker_reject"),
-            "<= 1.0",
-            s.ratio("reject", "pybreaker_reject") <= 1.0,
-        ),
-        Row(
-            "2b. open, rejection: execute",
-            us(s.median("reject")),
-            f"aiobreaker {us(s.median('aiobreaker_reject'))}",
-            s.ratio("reject", "aiobreaker_reject"),
-            "(info)",
-            None,
-        ),
-    ]
-    for peer, label in (
+    def row(figure: str, name: str, base: str, label: str, goal: float | None = None) -> Row:
+        ratio = s.ratio(name, base)
+        return Row(
+            figure,
+            us(s.median(name)),
+            f"{label} {us(s.median(base))}",
+            ratio,
+            "(info)" if goal is None else f"<= {goal}",
+            None if goal is None else ratio <= goal,
+        )
+
+    floor = "move_on_after+await"
+    peers = (
         ("pybreaker", "pybreaker call (sync, no timeout)"),
         ("aiobreaker", "aiobreaker call_async (no timeout)"),
         ("purgatory", "purgatory (no timeout)"),
         ("circuitbreaker", "circuitbreaker call (sync, no timeout)"),
-    ):
-        rows.append(
-            Row(
-                "3. closed call: execute",
-                us(s.median("execute")),
-                f"{label} {us(s.median(peer))}",
-                s.ratio("execute", peer),
-                "(info)",
-                None,
-            )
-        )
-    rows.append(
-        Row(
-            "4. half-open trial (round trip)",
-            us(s.median("half_open")),
-            f"move_on_after+await {us(floor)}",
-            s.ratio("half_open", "floor"),
-            "(info)",
-            None,
-        )
     )
-    return rows
+    return [
+        row("1. closed call, op returns at once: execute", "execute", "floor", floor, 1.25),
+        row("1b. closed call, op yields once: execute", "execute_yield", "floor_yield", floor),
+        row("2. open, rejection: execute", "reject", "pybreaker_reject", "pybreaker", 1.0),
+        row("2b. open, rejection: execute", "reject", "aiobreaker_reject", "aiobreaker"),
+        *(row("3. closed call: execute", "execute", peer, label) for peer, label in peers),
+        row("4. half-open trial (round trip)", "half_open", "floor", floor),
+    ]
 
 
 # --- item 5: swarms ------------------------------------------------------------------------
