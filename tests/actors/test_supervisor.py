@@ -47,6 +47,20 @@ def crash_in(
     return crashes
 
 
+def first_at_each_time() -> Callable[[], bool]:
+    """Crash the first time at each trio time (a replay at the same time goes through)."""
+    crashed_at: set[float] = set()
+
+    def should() -> bool:
+        now = trio.current_time()
+        if now in crashed_at:
+            return False
+        crashed_at.add(now)
+        return True
+
+    return should
+
+
 def once() -> Callable[[], bool]:
     done = False
 
@@ -262,16 +276,7 @@ async def test_crashes_spread_over_time_keep_restarting(
     with trio.fail_after(1000):
         async with open_circuit_breakers(CircuitBreakerConfig(global_=settings)) as manager:
             breaker = await manager.get_circuit_breaker("svc")
-            crashed_at: set[float] = set()
-
-            def first_at_this_time() -> bool:
-                now = trio.current_time()
-                if now in crashed_at:
-                    return False
-                crashed_at.add(now)
-                return True
-
-            crashes = crash_in(monkeypatch, "record", first_at_this_time)
+            crashes = crash_in(monkeypatch, "record", first_at_each_time())
             for _ in range(3 * RESTART_LIMIT):
                 await fail_times(breaker, 1)
                 await trio.sleep(gap)
@@ -289,16 +294,7 @@ async def test_crashes_within_the_window_exhaust_the_budget(
     with trio.fail_after(1000):
         async with open_circuit_breakers(CircuitBreakerConfig(global_=settings)) as manager:
             breaker = await manager.get_circuit_breaker("svc")
-            crashed_at: set[float] = set()
-
-            def first_at_this_time() -> bool:
-                now = trio.current_time()
-                if now in crashed_at:
-                    return False
-                crashed_at.add(now)
-                return True
-
-            crash_in(monkeypatch, "record", first_at_this_time)
+            crash_in(monkeypatch, "record", first_at_each_time())
             for n in range(1, RESTART_LIMIT + 1):
                 assert breaker.stats().state == "closed"
                 await fail_times(breaker, 1)
